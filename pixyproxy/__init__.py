@@ -1,0 +1,3 @@
+"""PixyProxy: an image-generation REST service (prompt in, stored image out)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,233 @@
+"""SQLite image repository (aiosqlite): the embedded default. Named parameters only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiosqlite
+
+from pixyproxy.domain.exceptions import (
+    DuplicateImageError,
+    ImageNotFoundError,
+    RepositoryUnavailableError,
+)
+from pixyproxy.domain.models import (
+    GenerationInfo,
+    IdempotencyRecord,
+    ImageRecord,
+    NewImage,
+    PageKey,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    guid TEXT NOT NULL UNIQUE,
+    prompt TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    generation TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_newest_first ON images (created_at DESC, guid DESC);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    idem_key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    guid TEXT,
+    created_at TEXT NOT NULL
+);
+"""
+
+_COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
+_SELECT = "SELECT " + _COLUMNS + " FROM images"  # noqa: S608  # constants only; values are :named
+_NEWEST_FIRST = " ORDER BY created_at DESC, guid DESC LIMIT :limit"
+
+
+def _timestamp(value: datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_timestamp(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def image_to_row(image: NewImage) -> dict[str, Any]:
+    """The SQL parameters of a record: the one place a model becomes a row."""
+    return {
+        "guid": str(image.guid),
+        "prompt": image.prompt,
+        "filename": image.filename,
+        "content_type": image.content_type,
+        "size_bytes": image.size_bytes,
+        "sha256": image.sha256,
+        "generation": image.generation.model_dump_json(),
+        "created_at": _timestamp(image.created_at),
+        "updated_at": _timestamp(image.updated_at),
+    }
+
+
+def row_to_image(row: Mapping[str, Any] | sqlite3.Row) -> ImageRecord:
+    """The record of a row: the one place a row becomes a model."""
+    return ImageRecord(
+        id=row["id"],
+        guid=UUID(row["guid"]),
+        prompt=row["prompt"],
+        filename=row["filename"],
+        content_type=row["content_type"],
+        size_bytes=row["size_bytes"],
+        sha256=row["sha256"],
+        generation=GenerationInfo.model_validate(json.loads(row["generation"])),
+        created_at=_parse_timestamp(row["created_at"]),
+        updated_at=_parse_timestamp(row["updated_at"]),
+    )
+
+
+class SqliteImageRepository:
+    """Image records in one SQLite file, opened lazily on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._connection: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _db(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            async with self._lock:
+                if self._connection is None:
+                    try:
+                        if self._path != ":memory:":
+                            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                        connection = await aiosqlite.connect(self._path, isolation_level=None)
+                        connection.row_factory = aiosqlite.Row
+                        await connection.execute("PRAGMA journal_mode=WAL")
+                        await connection.execute("PRAGMA busy_timeout=5000")
+                        await connection.executescript(SCHEMA)
+                    except (sqlite3.Error, OSError) as err:
+                        raise RepositoryUnavailableError(f"cannot open SQLite database: {err}") from err
+                    self._connection = connection
+        return self._connection
+
+    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+        db = await self._db()
+        try:
+            async with db.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as err:
+            raise RepositoryUnavailableError(f"SQLite query failed: {err}") from err
+
+    async def _execute(self, sql: str, params: Mapping[str, Any]) -> int:
+        db = await self._db()
+        try:
+            async with db.execute(sql, params) as cursor:
+                return cursor.rowcount
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as err:
+            raise RepositoryUnavailableError(f"SQLite statement failed: {err}") from err
+
+    async def add(self, image: NewImage) -> ImageRecord:
+        """Insert a record; its id comes from SQLite."""
+        try:
+            rows = await self._fetch(
+                "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256,"  # noqa: S608
+                " generation, created_at, updated_at) VALUES (:guid, :prompt, :filename,"
+                " :content_type, :size_bytes, :sha256, :generation, :created_at, :updated_at)"
+                " RETURNING " + _COLUMNS,
+                image_to_row(image),
+            )
+        except sqlite3.IntegrityError as err:
+            raise DuplicateImageError(image.guid) from err
+        return row_to_image(rows[0])
+
+    async def get(self, guid: UUID) -> ImageRecord:
+        """The record with this GUID."""
+        rows = await self._fetch(_SELECT + " WHERE guid = :guid", {"guid": str(guid)})
+        if not rows:
+            raise ImageNotFoundError(guid)
+        return row_to_image(rows[0])
+
+    async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
+        """Newest first by (created_at, guid), keyset-paged."""
+        if after is None:
+            sql = _SELECT + _NEWEST_FIRST
+            params: dict[str, Any] = {"limit": limit}
+        else:
+            sql = _SELECT + " WHERE (created_at, guid) < (:created_at, :guid)" + _NEWEST_FIRST
+            params = {
+                "limit": limit,
+                "created_at": _timestamp(after.created_at),
+                "guid": str(after.guid),
+            }
+        return [row_to_image(row) for row in await self._fetch(sql, params)]
+
+    async def list_all_filenames(self) -> list[tuple[UUID, str]]:
+        """Every record's (guid, filename)."""
+        rows = await self._fetch("SELECT guid, filename FROM images", {})
+        return [(UUID(row["guid"]), row["filename"]) for row in rows]
+
+    async def claim_idempotency_key(
+        self, key: str, *, request_hash: str, now: datetime
+    ) -> IdempotencyRecord | None:
+        """Insert the key unless present; return the holder when present."""
+        claimed = await self._fetch(
+            "INSERT INTO idempotency_keys (idem_key, request_hash, guid, created_at)"
+            " VALUES (:key, :request_hash, NULL, :created_at)"
+            " ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key",
+            {"key": key, "request_hash": request_hash, "created_at": _timestamp(now)},
+        )
+        if claimed:
+            return None
+        rows = await self._fetch(
+            "SELECT idem_key, request_hash, guid, created_at FROM idempotency_keys WHERE idem_key = :key",
+            {"key": key},
+        )
+        if not rows:  # released between our two statements: try again
+            return await self.claim_idempotency_key(key, request_hash=request_hash, now=now)
+        row = rows[0]
+        return IdempotencyRecord(
+            key=row["idem_key"],
+            request_hash=row["request_hash"],
+            guid=UUID(row["guid"]) if row["guid"] else None,
+            created_at=_parse_timestamp(row["created_at"]),
+        )
+
+    async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
+        """Point the key at its image."""
+        await self._execute(
+            "UPDATE idempotency_keys SET guid = :guid WHERE idem_key = :key",
+            {"guid": str(guid), "key": key},
+        )
+
+    async def release_idempotency_key(self, key: str) -> None:
+        """Forget the key."""
+        await self._execute("DELETE FROM idempotency_keys WHERE idem_key = :key", {"key": key})
+
+    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
+        """Drop keys created before `older_than`."""
+        return await self._execute(
+            "DELETE FROM idempotency_keys WHERE created_at < :older_than",
+            {"older_than": _timestamp(older_than)},
+        )
+
+    async def ping(self) -> None:
+        """Run a trivial query."""
+        await self._fetch("SELECT 1", {})
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None

@@ -1,0 +1,115 @@
+"""Incoming requests, validated with pydantic before any use-case runs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from pixyproxy.domain.exceptions import InvalidRequestError
+from pixyproxy.domain.models import PageKey
+
+MAX_PROMPT_CHARS = 4000
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 1000
+
+# Control characters other than tab and newline, including DEL and the C1 range.
+_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The schema pattern says the same to clients: no forbidden control character, and some
+# non-whitespace character, so a prompt that is all whitespace is refused before stripping.
+PROMPT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+IMAGE_SIZE_PATTERN = r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"
+
+
+class GenerateImageRequest(BaseModel):
+    """The body of POST /image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    prompt: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=PROMPT_PATTERN),
+    ] = Field(
+        description=(
+            "What to draw. Stripped of surrounding whitespace; 1 to 4,000 characters; "
+            "no control characters except newline and tab."
+        ),
+        examples=["a red fox in snow"],
+    )
+    size: Annotated[str, StringConstraints(pattern=IMAGE_SIZE_PATTERN)] | None = Field(
+        default=None,
+        description="Image size as WIDTHxHEIGHT, where the generator supports it (e.g. 512x512).",
+        examples=["512x512"],
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _clean_prompt(cls, value: str) -> str:
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("prompt must not be empty or only whitespace")
+        if _FORBIDDEN_CONTROL.search(stripped):
+            raise ValueError("prompt must not contain control characters other than newline and tab")
+        return stripped
+
+
+def parse_generate_request(payload: object) -> GenerateImageRequest:
+    """Validate a raw payload (from the web or the CLI) into a GenerateImageRequest."""
+    if isinstance(payload, GenerateImageRequest):
+        return payload
+    try:
+        return GenerateImageRequest.model_validate(payload)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequestError(first["msg"], field=field) from None
+
+
+def parse_guid(value: str | UUID) -> UUID:
+    """A GUID from its text; anything but a canonical UUID is an InvalidRequestError."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        guid = UUID(value) if len(value) == 36 else None
+    except ValueError:
+        guid = None
+    if guid is None or str(guid) != value.lower():
+        raise InvalidRequestError("must be a UUID like 3f2b1c9e-...-...", field="guid")
+    return guid
+
+
+def parse_limit(limit: int) -> int:
+    """A page size within 1..MAX_PAGE_LIMIT."""
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise InvalidRequestError(f"must be between 1 and {MAX_PAGE_LIMIT}", field="limit")
+    return limit
+
+
+def encode_cursor(key: PageKey) -> str:
+    """An opaque cursor for the page after `key`."""
+    raw = f"{key.created_at.isoformat()}|{key.guid}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> PageKey:
+    """The PageKey behind an opaque cursor; a tampered cursor is an InvalidRequestError."""
+    try:
+        if len(cursor) > 200:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, guid = raw.split("|")
+        return PageKey(created_at=datetime.fromisoformat(created_at), guid=UUID(guid))
+    except (ValueError, binascii.Error, UnicodeDecodeError, ValidationError):
+        raise InvalidRequestError("is not a cursor this service issued", field="cursor") from None

@@ -1,0 +1,1 @@
+"""The domain: image models and the exception tree. Imports nothing else of pixyproxy."""

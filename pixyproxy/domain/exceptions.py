@@ -1,0 +1,160 @@
+"""Every exception PixyProxy raises, rooted at ImageGenerationException.
+
+Exceptions carry what happened and the offending value; they carry no HTTP status:
+the HTTP mapping lives once, in the http entrypoint, so the CLI can reuse them.
+"""
+
+from __future__ import annotations
+
+
+class ImageGenerationException(Exception):
+    """Root of every error PixyProxy raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(ImageGenerationException):
+    """The request is malformed or breaks a documented limit."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is larger than the configured cap."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        super().__init__(f"request body exceeds {limit_bytes} bytes")
+
+
+class AuthenticationRequiredError(ImageGenerationException):
+    """The request carries no valid API key."""
+
+    def __init__(self, reason: str = "a valid bearer API key is required") -> None:
+        super().__init__(reason)
+
+
+class ImageNotFoundError(ImageGenerationException):
+    """No image has this GUID."""
+
+    def __init__(self, guid: object) -> None:
+        self.guid = str(guid)
+        super().__init__(f"no image with guid {self.guid}")
+
+
+class BlobNotFoundError(ImageGenerationException):
+    """The blob store holds nothing under this key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no stored content under key {key!r}")
+
+
+class InvalidBlobKeyError(InvalidRequestError):
+    """A blob key that could escape its store (traversal, absolute path, NUL)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"invalid blob key {key!r}")
+
+
+class PromptRejectedError(ImageGenerationException):
+    """The generator refused the prompt (content policy or moderation)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the image generator refused this prompt: {reason}")
+
+
+class GeneratorUnavailableError(ImageGenerationException):
+    """The generator could not answer now (timeout, 5xx, rate limit, overload); retrying may help."""
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        super().__init__(f"the image generator is unavailable: {reason}")
+
+
+class GeneratorBusyError(GeneratorUnavailableError):
+    """Too many generations are in flight in this worker; the request waited and gave up."""
+
+    def __init__(self, limit: int, waited_s: float) -> None:
+        self.limit = limit
+        self.waited_s = waited_s
+        super().__init__(
+            f"{limit} generations already in flight; waited {waited_s:g}s for a slot",
+            retry_after_s=1.0,
+        )
+
+
+class GeneratorBadResponseError(ImageGenerationException):
+    """The generator answered, but not with a usable image, or refused our credentials."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the image generator gave an unusable answer: {reason}")
+
+
+class GeneratorAuthenticationError(GeneratorBadResponseError):
+    """The upstream generator refused PixyProxy's credentials."""
+
+    def __init__(self) -> None:
+        super().__init__("the upstream refused PixyProxy's credentials")
+
+
+class RepositoryUnavailableError(ImageGenerationException):
+    """The image repository (database) cannot be reached or did not answer."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the image repository is unavailable: {reason}")
+
+
+class BlobStoreUnavailableError(ImageGenerationException):
+    """The blob store cannot be reached or did not answer."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the blob store is unavailable: {reason}")
+
+
+class ConflictError(ImageGenerationException):
+    """The request conflicts with what is already stored."""
+
+
+class DuplicateImageError(ConflictError):
+    """An image with this GUID already exists."""
+
+    def __init__(self, guid: object) -> None:
+        self.guid = str(guid)
+        super().__init__(f"an image with guid {self.guid} already exists")
+
+
+class IdempotencyConflictError(ConflictError):
+    """The idempotency key was already used with a different request body."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} was already used with a different request")
+
+
+class IdempotencyInProgressError(ConflictError):
+    """A request with this idempotency key is still being processed elsewhere."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"a request with idempotency key {key!r} is still in progress")
+
+
+class ConfigurationError(ImageGenerationException):
+    """A setting is missing or has a value PixyProxy cannot use."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting = setting
+        self.reason = reason
+        super().__init__(f"configuration error: {setting}: {reason}")

@@ -1,0 +1,187 @@
+"""Image models: the internal record, the public detail, and what generators and blob stores hand back."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from pixyproxy.domain.exceptions import InvalidBlobKeyError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+CONTENT_TYPE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def sha256_hex(data: bytes) -> str:
+    """The lower-case hex sha256 of the bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sniff_content_type(data: bytes) -> str | None:
+    """The image content type read from the bytes' magic number, or None if not PNG, JPEG or WebP."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+_BLOB_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}(/[A-Za-z0-9][A-Za-z0-9._-]{0,199}){0,7}")
+
+
+def validate_blob_key(key: str) -> str:
+    """Return the key if it is a safe relative key (no traversal, absolute path, NUL), else raise."""
+    if not _BLOB_KEY.fullmatch(key) or any(part in {".", ".."} for part in key.split("/")):
+        raise InvalidBlobKeyError(key)
+    return key
+
+
+def filename_for(guid: UUID, content_type: str) -> str:
+    """The stored file name (and blob key) of an image: its GUID and the extension of its type."""
+    return f"{guid}.{CONTENT_TYPE_EXTENSIONS.get(content_type, 'bin')}"
+
+
+class GenerationInfo(BaseModel):
+    """Provenance: what made an image, as far as the generator told us."""
+
+    model_config = _FROZEN
+
+    generator: str = Field(description="The generator adapter that made the image, e.g. 'openai'.")
+    model: str | None = Field(default=None, description="The model name the generator used.")
+    revised_prompt: str | None = Field(
+        default=None, description="The prompt as the upstream rewrote it, if it did."
+    )
+    upstream_request_id: str | None = Field(
+        default=None, description="The upstream's own request id, for support tickets."
+    )
+    latency_ms: float | None = Field(default=None, description="How long generation took.")
+    usage: dict[str, int] | None = Field(default=None, description="Token usage as reported by the upstream.")
+
+
+class GenerationOptions(BaseModel):
+    """Per-request generation options a generator may honour."""
+
+    model_config = _FROZEN
+
+    size: str | None = None
+
+
+class GeneratedImage(BaseModel):
+    """What a generator returns: the bytes, their type, and provenance."""
+
+    model_config = _FROZEN
+
+    data: bytes
+    content_type: str
+    generation: GenerationInfo
+
+
+class NewImage(BaseModel):
+    """An image record before the repository has given it an internal id."""
+
+    model_config = _FROZEN
+
+    guid: UUID
+    prompt: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    generation: GenerationInfo
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class ImageRecord(NewImage):
+    """The internal image record: a NewImage plus its database id, which never leaves the service."""
+
+    id: int
+
+
+class ImageDetail(BaseModel):
+    """The public view of an image. Carries the GUID, never the internal id."""
+
+    model_config = _FROZEN
+
+    guid: UUID
+    prompt: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    generator: str
+    generation: GenerationInfo
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @classmethod
+    def from_record(cls, record: NewImage) -> ImageDetail:
+        """The public detail of a record."""
+        return cls(
+            guid=record.guid,
+            prompt=record.prompt,
+            filename=record.filename,
+            content_type=record.content_type,
+            size_bytes=record.size_bytes,
+            sha256=record.sha256,
+            generator=record.generation.generator,
+            generation=record.generation,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+class PageKey(BaseModel):
+    """Where a newest-first listing resumes: strictly after this (created_at, guid)."""
+
+    model_config = _FROZEN
+
+    created_at: AwareDatetime
+    guid: UUID
+
+
+class ImageContent(BaseModel):
+    """An image's bytes with what is needed to serve them."""
+
+    model_config = _FROZEN
+
+    data: bytes
+    content_type: str
+    sha256: str
+
+
+class BlobInfo(BaseModel):
+    """One object in a blob store, as listed for garbage collection."""
+
+    model_config = _FROZEN
+
+    key: str
+    size_bytes: int
+    modified_at: AwareDatetime
+
+
+class IdempotencyRecord(BaseModel):
+    """A claimed idempotency key: the request it was used with and, once done, the image it made."""
+
+    model_config = _FROZEN
+
+    key: str
+    request_hash: str
+    guid: UUID | None
+    created_at: AwareDatetime

@@ -1,0 +1,96 @@
+"""The `pixyproxy` command: serve, init-db, generate, gc."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from pixyproxy.domain.exceptions import ConfigurationError, ImageGenerationException
+from pixyproxy.entrypoints.container import Container, build_container
+from pixyproxy.entrypoints.logging_setup import configure_logging
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixyproxy", description="PixyProxy image service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    commands.add_parser("init-db", help="create the repository's schema (idempotent)")
+    generate = commands.add_parser("generate", help="generate one image and print its detail as JSON")
+    generate.add_argument("prompt")
+    generate.add_argument("--size", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 2 with one line on a configuration error."""
+    args = _parser().parse_args(argv)
+    try:
+        container = build_container()
+        settings = container.settings()
+        configure_logging(settings.logging.level, settings.logging.format)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "init-db":
+            return asyncio.run(_init_db(container))
+        if args.command == "generate":
+            return asyncio.run(_generate(container, args.prompt, args.size))
+    except ConfigurationError as err:
+        print(f"pixyproxy: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ImageGenerationException as err:
+        print(f"pixyproxy: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "pixyproxy.entrypoints.http.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers if args.workers > 1 else None,
+        reload=args.reload,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+async def _init_db(container: Container) -> int:
+    repository = container.repository()
+    try:
+        await repository.ping()
+    finally:
+        await repository.close()
+    print(f"schema ready ({container.config.repository.kind()})")
+    return 0
+
+
+async def _generate(container: Container, prompt: str, size: str | None) -> int:
+    service = container.image_service()
+    try:
+        detail = await service.generate({"prompt": prompt, "size": size})
+    finally:
+        from pixyproxy.entrypoints.http.app import close_adapters
+
+        await close_adapters(container)
+    print(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

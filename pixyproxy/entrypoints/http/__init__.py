@@ -1,0 +1,1 @@
+"""The HTTP entrypoint: FastAPI app, routes, the one exception handler, request logging."""

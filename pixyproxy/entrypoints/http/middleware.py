@@ -1,0 +1,89 @@
+"""Request middleware: the request id, START/END log lines, the body cap, and the last-resort catch."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixyproxy.domain.exceptions import RequestTooLargeError
+from pixyproxy.entrypoints.http.problems import exception_to_response
+from pixyproxy.entrypoints.logging_setup import current_request_id, new_request_id
+
+log = logging.getLogger("pixyproxy.request")
+
+MAX_CLIENT_REQUEST_ID = 200
+
+
+class RequestContextMiddleware:
+    """Gives each request its id, logs its start and end, caps its body and answers any stray error."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point; lifespan and websocket scopes pass straight through."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one HTTP request inside its request-id context."""
+        request_id = new_request_id()
+        token = current_request_id.set(request_id)
+        method, path = scope["method"], scope["path"]
+        headers = Headers(scope=scope)
+        client_id = headers.get("x-request-id", "")[:MAX_CLIENT_REQUEST_ID]
+        if client_id and client_id.isprintable():
+            log.info("REQUEST START %s %s client-request-id=%r", method, path, client_id)
+        else:
+            log.info("REQUEST START %s %s", method, path)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise RequestTooLargeError(self.max_body_bytes)
+            await self.app(scope, self._capped(receive), send_with_id)
+        except Exception as exc:
+            if response_started:
+                log.exception("error after the response started")
+            else:
+                await exception_to_response(exc, instance=path)(scope, receive, send_with_id)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_ms)
+            current_request_id.reset(token)
+
+    def _capped(self, receive: Receive) -> Receive:
+        """Count body bytes as they arrive; past the cap, stop reading and refuse the request."""
+        received = 0
+
+        async def receive_capped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise RequestTooLargeError(self.max_body_bytes)
+            return message
+
+        return receive_capped

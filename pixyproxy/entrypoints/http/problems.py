@@ -1,0 +1,222 @@
+"""The one exception handler: every error leaves as RFC 9457 application/problem+json.
+
+The table maps domain exception classes to a status and title; the handler walks the
+exception's MRO, so a subclass inherits its parent's row unless it has its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from pixyproxy.domain import exceptions as errors
+from pixyproxy.entrypoints.logging_setup import current_request_id
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://pixyproxy.dev/problems/"
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """How one exception class is answered."""
+
+    status: int
+    slug: str
+    title: str
+    # Unavailability reasons can name hosts, files or driver messages: clients get a fixed line.
+    public_detail: str | None = None
+
+
+PROBLEMS: dict[type[BaseException], ProblemKind] = {
+    errors.InvalidRequestError: ProblemKind(422, "invalid-request", "Invalid request"),
+    errors.RequestTooLargeError: ProblemKind(413, "request-too-large", "Request body too large"),
+    errors.AuthenticationRequiredError: ProblemKind(401, "unauthorized", "Authentication required"),
+    errors.ImageNotFoundError: ProblemKind(404, "image-not-found", "Image not found"),
+    errors.BlobNotFoundError: ProblemKind(
+        404,
+        "content-not-found",
+        "Image content not found",
+        "the image's bytes are missing from the blob store",
+    ),
+    errors.PromptRejectedError: ProblemKind(422, "prompt-rejected", "Prompt rejected by the generator"),
+    errors.GeneratorUnavailableError: ProblemKind(
+        503, "generator-unavailable", "Image generator unavailable"
+    ),
+    errors.GeneratorBusyError: ProblemKind(503, "generator-busy", "Too many generations in flight"),
+    errors.GeneratorBadResponseError: ProblemKind(
+        502, "generator-bad-response", "Bad answer from the image generator"
+    ),
+    errors.GeneratorAuthenticationError: ProblemKind(
+        502,
+        "generator-credentials-refused",
+        "The image generator refused PixyProxy's credentials",
+        "the upstream image generator refused PixyProxy's credentials; an operator must fix its API key",
+    ),
+    errors.RepositoryUnavailableError: ProblemKind(
+        503,
+        "repository-unavailable",
+        "Image repository unavailable",
+        "the image database is unavailable; retry shortly",
+    ),
+    errors.BlobStoreUnavailableError: ProblemKind(
+        503,
+        "blob-store-unavailable",
+        "Blob store unavailable",
+        "image storage is unavailable; retry shortly",
+    ),
+    errors.ConflictError: ProblemKind(409, "conflict", "Conflict"),
+    errors.IdempotencyConflictError: ProblemKind(409, "idempotency-conflict", "Idempotency key reused"),
+    errors.IdempotencyInProgressError: ProblemKind(
+        409, "idempotency-in-progress", "Request still in progress"
+    ),
+    errors.ConfigurationError: ProblemKind(
+        500, "configuration-error", "Server misconfigured", "the server is misconfigured"
+    ),
+    errors.ImageGenerationException: ProblemKind(
+        500, "internal-error", "Internal error", "an unexpected error occurred"
+    ),
+}
+INTERNAL = ProblemKind(500, "internal-error", "Internal server error", "an unexpected error occurred")
+_HTTP_TITLES = {
+    400: ("bad-request", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("request-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = Field(examples=[TYPE_BASE + "image-not-found"])
+    title: str = Field(examples=["Image not found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["no image with guid 3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b"])
+    instance: str = Field(examples=["/image/3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b"])
+    request_id: str = Field(examples=["myhost-20261126071405123456-140245"])
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Each invalid field, for validation problems."
+    )
+
+
+def kind_of(exc: BaseException) -> ProblemKind:
+    """The table row of the nearest class in the exception's MRO."""
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return INTERNAL
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str,
+    headers: Mapping[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """A problem+json response with the current request id."""
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": current_request_id.get(),
+    }
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only location, message and type: echoing the input back could reflect a megabyte or a secret.
+    return [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+
+
+def exception_to_response(exc: BaseException, *, instance: str) -> Response:
+    """Turn any exception into its problem response; unknown ones are logged with their trace."""
+    if isinstance(exc, RequestValidationError):
+        details = _validation_errors(exc)
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(p for p in first["loc"] if p != "body") or "request"
+        return problem_response(
+            422,
+            "invalid-request",
+            "Invalid request",
+            f"{where}: {first['msg']}",
+            instance=instance,
+            extra={"errors": details},
+        )
+    if isinstance(exc, StarletteHTTPException) and isinstance(exc.__cause__, errors.ImageGenerationException):
+        # FastAPI wraps errors raised while reading the body (our body cap) in a 400.
+        exc = exc.__cause__
+    if isinstance(exc, StarletteHTTPException):
+        slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem_response(
+            exc.status_code, slug, title, str(exc.detail), instance=instance, headers=exc.headers
+        )
+    kind = kind_of(exc)
+    headers: dict[str, str] = {}
+    if kind.status >= 500 and not isinstance(exc, errors.ImageGenerationException):
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    elif kind.status >= 500:
+        log.warning("%s: %s", type(exc).__name__, exc)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if isinstance(retry_after, int | float) and retry_after > 0:
+        headers["Retry-After"] = str(math.ceil(retry_after))
+    if isinstance(exc, errors.AuthenticationRequiredError):
+        headers["WWW-Authenticate"] = 'Bearer realm="pixyproxy"'
+    detail = kind.public_detail or str(exc)
+    return problem_response(kind.status, kind.slug, kind.title, detail, instance=instance, headers=headers)
+
+
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    """The one exception handler registered on the app, for every exception type."""
+    return exception_to_response(exc, instance=request.url.path)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry declaring these problem statuses for a route's OpenAPI."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "description": PROBLEM_DESCRIPTIONS.get(status, "Problem"),
+        }
+        for status in statuses
+    }
+
+
+PROBLEM_DESCRIPTIONS = {
+    401: "Missing or wrong API key",
+    404: "No such image",
+    409: "Idempotency key reused with another body, or still in progress",
+    413: "Request body too large",
+    415: "Body is not JSON",
+    422: "Invalid request, or prompt refused by the generator's content policy",
+    500: "Unexpected error",
+    502: "The generator answered badly or refused PixyProxy's credentials",
+    503: "The generator, database or blob store is unavailable; see Retry-After",
+}

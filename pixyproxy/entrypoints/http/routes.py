@@ -1,0 +1,143 @@
+"""The image endpoints. Each parses input, calls one use-case, and shapes the response.
+
+No `from __future__ import annotations` here: dependency-injector reads the real annotations.
+"""
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from pixyproxy.app.requests import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, GenerateImageRequest
+from pixyproxy.app.service import ImageService
+from pixyproxy.domain.models import ImageDetail
+from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.problems import problem_responses
+
+router = APIRouter(tags=["images"])
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+Service = Annotated[ImageService, Depends(Provide[Container.image_service])]
+
+
+@router.post(
+    "/image",
+    status_code=201,
+    response_model=ImageDetail,
+    summary="Generate an image from a prompt",
+    responses={
+        201: {
+            "description": "Created; Location names the new image",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(401, 409, 413, 415, 422, 500, 502, 503),
+    },
+)
+@inject
+async def generate_image(
+    body: GenerateImageRequest,
+    response: Response,
+    service: Service,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="A retry with the same key and body returns the first result and generates nothing.",
+        ),
+    ] = None,
+) -> ImageDetail:
+    """Generate an image, store it, and return its detail."""
+    detail = await service.generate(body, idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/image/{detail.guid}"
+    return detail
+
+
+@router.get(
+    "/image",
+    response_model=list[ImageDetail],
+    summary="List images, newest first",
+    responses={
+        200: {
+            "description": "A page of images; Link rel=next names the next page",
+            "headers": {"Link": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(401, 422, 500, 503),
+    },
+)
+@inject
+async def list_images(
+    request: Request,
+    response: Response,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200, description="Opaque; from a Link header.")] = None,
+) -> list[ImageDetail]:
+    """A page of image details; the next page is announced in a Link header."""
+    page = await service.list_details(limit=limit, cursor=cursor)
+    if page.next_cursor is not None:
+        query = urlencode({"limit": limit, "cursor": page.next_cursor})
+        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return page.items
+
+
+@router.get(
+    "/image/{guid}",
+    response_model=ImageDetail,
+    summary="Get one image's detail",
+    responses=problem_responses(401, 404, 422, 500, 503),
+)
+@inject
+async def get_image(guid: str, service: Service) -> ImageDetail:
+    """The detail of one image."""
+    return await service.get_detail(guid)
+
+
+@router.api_route(
+    "/image/{guid}/content",
+    methods=["GET", "HEAD"],
+    summary="Get an image's bytes",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The image bytes",
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        307: {"description": "Redirect to a presigned URL, when presigning is on"},
+        **problem_responses(401, 404, 422, 500, 503),
+    },
+)
+@inject
+async def get_image_content(
+    guid: str,
+    request: Request,
+    service: Service,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The image bytes, with an ETag of their sha256 and immutable caching."""
+    detail = await service.get_detail(guid)
+    etag = f'"{detail.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="{detail.filename}"',
+    }
+    if if_none_match is not None and _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    location = await service.locate_content(detail)
+    if location is not None:
+        return RedirectResponse(location, status_code=307, headers={"ETag": etag})
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(detail.size_bytes)
+        return Response(status_code=200, headers=headers, media_type=detail.content_type)
+    content = await service.open_content(detail)
+    return Response(content.data, headers=headers, media_type=content.content_type)
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    candidates = {c.strip().removeprefix("W/") for c in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates

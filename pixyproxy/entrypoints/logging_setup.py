@@ -1,0 +1,91 @@
+"""Logging in the seed's format, with the current request's id on every line:
+
+2026-11-26 07:14:05,123 INFO myhost-20261126071405123456-140245 [140245] [dispatch:42] REQUEST START GET /
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import logging
+import socket
+import sys
+import threading
+from datetime import datetime
+from typing import Any, TextIO
+
+NO_REQUEST = "-"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(request_id)s [%(thread_id)d] [%(funcName)s:%(lineno)d] %(message)s"
+
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default=NO_REQUEST)
+
+_HOST = socket.gethostname().split(".")[0] or "pixyproxy"
+_sequence_lock = threading.Lock()
+_last_base = ""
+_repeats = itertools.count()
+
+
+def new_request_id() -> str:
+    """host-YYYYmmddHHMMSSffffff-threadid, with a -N suffix when that is not unique already.
+
+    Many requests share one event-loop thread and can start within the same microsecond;
+    the suffix keeps ids unique without lengthening the common case.
+    """
+    global _last_base, _repeats
+    base = f"{_HOST}-{datetime.now():%Y%m%d%H%M%S%f}-{threading.get_native_id()}"
+    with _sequence_lock:
+        if base != _last_base:
+            _last_base, _repeats = base, itertools.count(1)
+            return base
+        return f"{base}-{next(_repeats)}"
+
+
+class RequestContextFilter(logging.Filter):
+    """Stamps every record with the current request's id and the OS thread id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add request_id and thread_id; never drops a record."""
+        record.request_id = current_request_id.get()
+        record.thread_id = threading.get_native_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """The text format's fields as one JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON line."""
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "request_id": getattr(record, "request_id", NO_REQUEST),
+            "thread_id": getattr(record, "thread_id", record.thread),
+            "function": record.funcName,
+            "line": record.lineno,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text", *, stream: TextIO | None = None) -> None:
+    """Send pixyproxy's and uvicorn's logs to standard error in one format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestContextFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "pixyproxy", False):
+            root.removeHandler(old)
+    handler.pixyproxy = True  # type: ignore[attr-defined]  # marks our handler for reconfiguration
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    # Our middleware writes one START and one END line a request; uvicorn's access line would be a third.
+    logging.getLogger("uvicorn.access").handlers = []
+    logging.getLogger("uvicorn.access").propagate = False

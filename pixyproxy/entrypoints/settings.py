@@ -1,0 +1,188 @@
+"""Reads containers.yml (with ${ENV:default} overrides) and validates every value at start-up.
+
+A wrong or missing value becomes one ConfigurationError naming the environment variable
+that sets it, so start-up stops with one clear line instead of failing on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from dependency_injector import providers
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pixyproxy.domain.exceptions import ConfigurationError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "containers.yml"
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
+
+Positive = Annotated[int, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Size = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RepositorySettings(_Section):
+    """Which repository, and how to reach it."""
+
+    kind: Literal["sqlite", "mysql", "memory"]
+    sqlite_path: str
+    mysql_url: SecretStr | None = None
+    mysql_pool_size: Positive
+    mysql_connect_timeout_s: PositiveSeconds
+    init_schema: bool
+
+    @model_validator(mode="after")
+    def _mysql_needs_url(self) -> RepositorySettings:
+        if self.kind == "mysql":
+            url = self.mysql_url.get_secret_value() if self.mysql_url else ""
+            if not url.startswith(("mysql://", "mysql+aiomysql://")):
+                raise ValueError(
+                    "mysql_url: required for the mysql repository, as mysql://user:password@host:3306/database"
+                )
+        return self
+
+
+class BlobStoreSettings(_Section):
+    """Which blob store, and where."""
+
+    kind: Literal["local", "s3", "memory"]
+    local_root: str
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str
+    s3_prefix: str | None = ""
+    s3_create_bucket: bool
+    s3_timeout_s: PositiveSeconds
+    s3_max_attempts: Positive
+    presign: bool
+    presign_expires_s: Annotated[int, Field(gt=0, le=604800)]
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> BlobStoreSettings:
+        if self.kind == "s3" and not self.s3_bucket:
+            raise ValueError("s3_bucket: required for the s3 blob store")
+        return self
+
+
+class GeneratorSettings(_Section):
+    """Which generator, and its limits."""
+
+    kind: Literal["procedural", "openai", "memory"]
+    procedural_size: Size
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str
+    openai_size: Size | Literal["auto"]
+    openai_quality: str
+    openai_timeout_s: PositiveSeconds
+    openai_max_retries: Annotated[int, Field(ge=0, le=10)]
+    openai_max_download_bytes: Positive
+    max_concurrent: Positive
+    queue_timeout_s: Annotated[float, Field(ge=0)]
+
+    @field_validator("openai_api_key", mode="before")
+    @classmethod
+    def _key_as_text(cls, value: object) -> object:
+        return None if value is None else str(value)
+
+    @model_validator(mode="after")
+    def _openai_needs_key(self) -> GeneratorSettings:
+        if self.kind == "openai" and not (self.openai_api_key and self.openai_api_key.get_secret_value()):
+            raise ValueError("openai_api_key: required for the openai generator; set OPENAI_API_KEY")
+        return self
+
+
+class HttpSettings(_Section):
+    """Request limits and authentication."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024)]
+    api_keys: SecretStr | None = None
+    idempotency_retention_s: Positive
+    shutdown_grace_s: Annotated[float, Field(ge=0)]
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: object) -> object:
+        return None if value is None else str(value)
+
+    def key_list(self) -> list[str]:
+        """The configured bearer keys; empty means no authentication."""
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return [key.strip() for key in str(raw).split(",") if key.strip()]
+
+
+class LoggingSettings(_Section):
+    """Log level and format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    format: Literal["text", "json"]
+
+
+class Settings(_Section):
+    """Every setting, validated."""
+
+    repository: RepositorySettings
+    blob_store: BlobStoreSettings
+    generator: GeneratorSettings
+    http: HttpSettings
+    logging: LoggingSettings
+
+
+def _env_names(raw: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """Map each setting's path to the first environment variable its YAML value names."""
+    names: dict[tuple[str, ...], str] = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            names.update(_env_names(value, (*prefix, str(key))))
+    elif isinstance(raw, str) and (match := _ENV_REFERENCE.search(raw)):
+        names[prefix] = match.group(1)
+    return names
+
+
+def _describe(err: ValidationError, env_names: dict[tuple[str, ...], str]) -> ConfigurationError:
+    first = err.errors()[0]
+    path = tuple(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    field, sep, reason = message.partition(": ")
+    if sep and " " not in field:  # a model validator naming the field it is about
+        path, message = (*path, field), reason
+    given = first.get("input")
+    if not isinstance(given, dict | SecretStr) and given is not None and "url" not in path[-1]:
+        message = f"{message} (got {given!r})"
+    setting = env_names.get(path) or ".".join(path)
+    return ConfigurationError(setting, message)
+
+
+def load_settings(path: Path = DEFAULT_CONFIG_PATH) -> tuple[Settings, dict[str, Any]]:
+    """Read the YAML with environment overrides; return the validated settings and the raw dict."""
+    try:
+        raw_text = path.read_text()
+    except OSError as err:
+        raise ConfigurationError(str(path), f"cannot read the configuration file: {err.strerror}") from None
+    env_names = _env_names(yaml.safe_load(raw_text))
+    config = providers.Configuration(strict=True)
+    config.from_yaml(str(path), required=True)
+    values = config()
+    uppercase_level = values.get("logging", {}).get("level")
+    if isinstance(uppercase_level, str):
+        values["logging"]["level"] = uppercase_level.upper()
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as err:
+        raise _describe(err, env_names) from None
+    return settings, values

@@ -1,0 +1,7 @@
+"""The ports: what the use-cases need from the outside world, as protocols. Imports domain only."""
+
+from pixyproxy.ports.blob_store import BlobStore
+from pixyproxy.ports.generator import ImageGenerator
+from pixyproxy.ports.repository import ImageRepository
+
+__all__ = ["BlobStore", "ImageGenerator", "ImageRepository"]

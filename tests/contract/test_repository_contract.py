@@ -1,0 +1,181 @@
+"""The ImageRepository contract, run against every repository adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID, uuid4
+
+import pytest
+
+from pixyproxy.domain.exceptions import DuplicateImageError, ImageNotFoundError
+from pixyproxy.domain.models import PageKey
+from pixyproxy.ports import ImageRepository
+from tests.support.builders import BASE_TIME, new_image
+
+HOSTILE_PROMPTS = [
+    "Robert'); DROP TABLE images;--",
+    "' OR '1'='1",
+    "%(guid)s :guid ? $1 \\' \\\" `backtick`",
+    "<script>alert('x')</script>",
+    "emoji 🦊❄️ and 漢字 and עברית and \U0001f9ea",
+    "tab\tand\nnewline",
+    "x" * 4000,
+]
+
+
+async def test_add_then_get_round_trips_every_field(repository: ImageRepository) -> None:
+    image = new_image()
+    added = await repository.add(image)
+    fetched = await repository.get(image.guid)
+    assert fetched == added
+    assert fetched.model_dump(exclude={"id"}) == image.model_dump()
+    assert isinstance(fetched.id, int)
+
+
+async def test_ids_are_distinct(repository: ImageRepository) -> None:
+    first = await repository.add(new_image())
+    second = await repository.add(new_image())
+    assert first.id != second.id
+
+
+async def test_unknown_guid_is_not_found(repository: ImageRepository) -> None:
+    guid = uuid4()
+    with pytest.raises(ImageNotFoundError) as caught:
+        await repository.get(guid)
+    assert caught.value.guid == str(guid)
+
+
+async def test_duplicate_guid_is_refused(repository: ImageRepository) -> None:
+    image = new_image()
+    await repository.add(image)
+    with pytest.raises(DuplicateImageError):
+        await repository.add(new_image(guid=image.guid))
+
+
+@pytest.mark.parametrize("prompt", HOSTILE_PROMPTS, ids=range(len(HOSTILE_PROMPTS)))
+async def test_prompts_are_stored_verbatim(repository: ImageRepository, prompt: str) -> None:
+    image = new_image(prompt=prompt)
+    await repository.add(image)
+    assert (await repository.get(image.guid)).prompt == prompt
+    # The table is still there and still answers after SQL-looking input.
+    assert len(await repository.list_page(limit=10)) == 1
+
+
+async def test_timestamps_are_utc_with_microseconds(repository: ImageRepository) -> None:
+    utc = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    image = new_image(created_at=utc.astimezone(timezone(timedelta(hours=5))))
+    await repository.add(image)
+    fetched = await repository.get(image.guid)
+    assert fetched.created_at == utc
+    assert fetched.created_at.utcoffset() == timedelta(0)
+    assert fetched.created_at.microsecond == 678901
+
+
+async def test_listing_is_newest_first(repository: ImageRepository) -> None:
+    images = [new_image(offset_us=i * 1000) for i in range(5)]
+    for image in images:
+        await repository.add(image)
+    listed = await repository.list_page(limit=10)
+    assert [r.guid for r in listed] == [i.guid for i in reversed(images)]
+
+
+async def test_same_timestamp_orders_by_guid_and_pages_cleanly(repository: ImageRepository) -> None:
+    images = [new_image(created_at=BASE_TIME) for _ in range(7)]
+    for image in images:
+        await repository.add(image)
+    seen: list[UUID] = []
+    after = None
+    while True:
+        page = await repository.list_page(limit=3, after=after)
+        if not page:
+            break
+        seen.extend(r.guid for r in page)
+        after = PageKey(created_at=page[-1].created_at, guid=page[-1].guid)
+    assert seen == sorted((i.guid for i in images), reverse=True)
+
+
+async def test_keyset_pages_have_no_gaps_or_duplicates_while_rows_arrive(
+    repository: ImageRepository,
+) -> None:
+    originals = [new_image(offset_us=i) for i in range(25)]
+    for image in originals:
+        await repository.add(image)
+    seen: list[UUID] = []
+    after = None
+    newer = 1000
+    while True:
+        page = await repository.list_page(limit=4, after=after)
+        if not page:
+            break
+        seen.extend(r.guid for r in page)
+        after = PageKey(created_at=page[-1].created_at, guid=page[-1].guid)
+        # Rows added between page reads are newer: they must not shift later pages.
+        await repository.add(new_image(offset_us=newer))
+        newer += 1
+    assert seen == [i.guid for i in reversed(originals)]
+    assert len(set(seen)) == len(seen)
+
+
+async def test_limit_bounds_the_page(repository: ImageRepository) -> None:
+    for i in range(5):
+        await repository.add(new_image(offset_us=i))
+    assert len(await repository.list_page(limit=2)) == 2
+    assert len(await repository.list_page(limit=1000)) == 5
+
+
+async def test_empty_repository_lists_nothing(repository: ImageRepository) -> None:
+    assert await repository.list_page(limit=10) == []
+    assert await repository.list_all_filenames() == []
+
+
+async def test_concurrent_adds_are_all_kept_with_distinct_ids(repository: ImageRepository) -> None:
+    images = [new_image(offset_us=i) for i in range(200)]
+    added = await asyncio.gather(*(repository.add(image) for image in images))
+    assert len({r.id for r in added}) == 200
+    listed = await repository.list_page(limit=1000)
+    assert {r.guid for r in listed} == {i.guid for i in images}
+
+
+async def test_list_all_filenames_names_every_record(repository: ImageRepository) -> None:
+    images = [new_image(offset_us=i) for i in range(3)]
+    for image in images:
+        await repository.add(image)
+    assert sorted(await repository.list_all_filenames()) == sorted((i.guid, i.filename) for i in images)
+
+
+async def test_idempotency_key_claim_complete_and_release(repository: ImageRepository) -> None:
+    now = BASE_TIME
+    assert await repository.claim_idempotency_key("k1", request_hash="h1", now=now) is None
+    held = await repository.claim_idempotency_key("k1", request_hash="h2", now=now)
+    assert held is not None
+    assert (held.key, held.request_hash, held.guid) == ("k1", "h1", None)
+    guid = uuid4()
+    await repository.complete_idempotency_key("k1", guid=guid)
+    done = await repository.claim_idempotency_key("k1", request_hash="h1", now=now)
+    assert done is not None
+    assert done.guid == guid
+    await repository.release_idempotency_key("k1")
+    assert await repository.claim_idempotency_key("k1", request_hash="h3", now=now) is None
+
+
+async def test_idempotency_keys_are_purged_by_age(repository: ImageRepository) -> None:
+    await repository.claim_idempotency_key("old", request_hash="h", now=BASE_TIME)
+    await repository.claim_idempotency_key("new", request_hash="h", now=BASE_TIME + timedelta(hours=2))
+    purged = await repository.purge_idempotency_keys(older_than=BASE_TIME + timedelta(hours=1))
+    assert purged == 1
+    assert await repository.claim_idempotency_key("old", request_hash="h", now=BASE_TIME) is None
+    assert await repository.claim_idempotency_key("new", request_hash="h", now=BASE_TIME) is not None
+
+
+async def test_concurrent_claims_of_one_key_let_exactly_one_win(
+    repository: ImageRepository,
+) -> None:
+    results = await asyncio.gather(
+        *(repository.claim_idempotency_key("race", request_hash="h", now=BASE_TIME) for _ in range(20))
+    )
+    assert sum(r is None for r in results) == 1
+
+
+async def test_ping_answers(repository: ImageRepository) -> None:
+    await repository.ping()
