@@ -3,7 +3,7 @@
 No `from __future__ import annotations` here: dependency-injector reads the real annotations.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from dependency_injector.wiring import Provide, inject
@@ -95,20 +95,27 @@ async def get_image(guid: str, service: Service) -> ImageDetail:
     return await service.get_detail(guid)
 
 
-@router.api_route(
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The image bytes", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    307: {"description": "Redirect to a presigned URL, when presigning is on"},
+    **problem_responses(401, 404, 422, 500, 503),
+}
+
+
+@router.get(
     "/image/{guid}/content",
-    methods=["GET", "HEAD"],
     summary="Get an image's bytes",
+    operation_id="get_image_content",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The image bytes",
-            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        307: {"description": "Redirect to a presigned URL, when presigning is on"},
-        **problem_responses(401, 404, 422, 500, 503),
-    },
+    responses=CONTENT_RESPONSES,
+)
+@router.head(
+    "/image/{guid}/content",
+    summary="Get an image's headers without its bytes",
+    operation_id="head_image_content",
+    response_class=Response,
+    responses=CONTENT_RESPONSES,
 )
 @inject
 async def get_image_content(
