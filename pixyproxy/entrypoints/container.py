@@ -20,7 +20,9 @@ from pixyproxy.adapters.memory import (
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
+from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.app.service import ImageService
+from pixyproxy.entrypoints.metrics import MeteredBlobStore, MeteredImageGenerator, Metrics
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
 
@@ -35,8 +37,6 @@ def _presign_expiry(enabled: bool, expires_s: int) -> int | None:
 class Container(containers.DeclarativeContainer):
     """Every long-lived collaborator of the service, chosen by configuration."""
 
-    wiring_config = containers.WiringConfiguration(modules=["pixyproxy.entrypoints.http.routes"])
-
     config = providers.Configuration(strict=True)
     settings = providers.Dependency(instance_of=Settings)
 
@@ -46,11 +46,15 @@ class Container(containers.DeclarativeContainer):
         sqlite=providers.Singleton(SqliteImageRepository, config.repository.sqlite_path),
     )
 
-    blob_store = providers.Selector(
+    metrics = providers.Singleton(Metrics)
+
+    selected_blob_store = providers.Selector(
         config.blob_store.kind,
         memory=providers.Singleton(InMemoryBlobStore),
         local=providers.Singleton(LocalDiskBlobStore, config.blob_store.local_root),
     )
+
+    blob_store = providers.Singleton(MeteredBlobStore, selected_blob_store, metrics=metrics)
 
     upstream_generator = providers.Selector(
         config.generator.kind,
@@ -62,7 +66,7 @@ class Container(containers.DeclarativeContainer):
 
     generator = providers.Singleton(
         BoundedImageGenerator,
-        upstream_generator,
+        providers.Singleton(MeteredImageGenerator, upstream_generator, metrics=metrics),
         max_concurrent=config.generator.max_concurrent,
         wait_s=config.generator.queue_timeout_s,
     )
@@ -77,6 +81,8 @@ class Container(containers.DeclarativeContainer):
             _presign_expiry, config.blob_store.presign, config.blob_store.presign_expires_s
         ),
     )
+
+    readiness_checker = providers.Factory(ReadinessChecker, repository=repository, blob_store=blob_store)
 
 
 def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:

@@ -38,7 +38,7 @@ def test_defaults_are_the_embedded_adapters(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.chdir(tmp_path)
     container = build_container()
     assert isinstance(container.repository(), SqliteImageRepository)
-    assert isinstance(container.blob_store(), LocalDiskBlobStore)
+    assert isinstance(container.selected_blob_store(), LocalDiskBlobStore)
     assert container.generator().name == "procedural"
     assert isinstance(container.upstream_generator(), ProceduralImageGenerator)
     settings = container.settings()
