@@ -7,9 +7,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
+from pixyproxy.app.maintenance import GarbageCollector
 from pixyproxy.domain.exceptions import ConfigurationError, ImageGenerationException
-from pixyproxy.entrypoints.container import Container, build_container
+from pixyproxy.domain.models import utc_now
+from pixyproxy.entrypoints.container import Container, build_container, close_adapters
 from pixyproxy.entrypoints.logging_setup import configure_logging
 
 EXIT_CONFIG = 2
@@ -28,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate one image and print its detail as JSON")
     generate.add_argument("prompt")
     generate.add_argument("--size", default=None)
+    gc = commands.add_parser(
+        "gc", help="report bytes with no record and records with no bytes; --delete removes orphan bytes"
+    )
+    gc.add_argument("--delete", action="store_true", help="delete orphan bytes older than the grace period")
+    gc.add_argument("--grace-minutes", type=float, default=60.0, help="minimum age of bytes to delete")
     return parser
 
 
@@ -44,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_init_db(container))
         if args.command == "generate":
             return asyncio.run(_generate(container, args.prompt, args.size))
+        if args.command == "gc":
+            return asyncio.run(_gc(container, delete=args.delete, grace_minutes=args.grace_minutes))
     except ConfigurationError as err:
         print(f"pixyproxy: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -85,10 +95,26 @@ async def _generate(container: Container, prompt: str, size: str | None) -> int:
     try:
         detail = await service.generate({"prompt": prompt, "size": size})
     finally:
-        from pixyproxy.entrypoints.http.app import close_adapters
-
         await close_adapters(container)
     print(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return 0
+
+
+async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> int:
+    collector = GarbageCollector(repository=container.repository(), blob_store=container.blob_store())
+    try:
+        report = await collector.collect(now=utc_now(), grace=timedelta(minutes=grace_minutes), delete=delete)
+    finally:
+        await close_adapters(container)
+    summary = {
+        "records": report.records,
+        "blobs": report.blobs,
+        "orphan_blobs": [b.key for b in report.orphan_blobs],
+        "missing_blobs": [{"guid": str(g), "filename": f} for g, f in report.missing_blobs],
+        "deleted": report.deleted,
+        "kept_younger_than_grace": report.kept_young,
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 

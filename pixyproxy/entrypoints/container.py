@@ -5,6 +5,7 @@ This module, with the entrypoints, is the only place that names concrete adapter
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.app.service import ImageService
 from pixyproxy.entrypoints.metrics import MeteredBlobStore, MeteredImageGenerator, Metrics
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def _seconds(value: float) -> timedelta:
@@ -91,6 +94,15 @@ def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:
     container = Container(settings=settings)
     container.config.from_dict(_plain(settings))
     return container
+
+
+async def close_adapters(container: Container) -> None:
+    """Close every adapter the container has built, even when one of them fails to close."""
+    for provider in (container.generator, container.blob_store, container.repository):
+        try:
+            await provider().close()
+        except Exception:
+            log.exception("closing %s failed", provider)
 
 
 def _plain(settings: Settings) -> dict[str, Any]:

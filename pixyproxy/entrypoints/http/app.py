@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy import __version__
 from pixyproxy.domain.exceptions import ImageGenerationException
-from pixyproxy.entrypoints.container import Container, build_container
+from pixyproxy.entrypoints.container import Container, build_container, close_adapters
 from pixyproxy.entrypoints.http import ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
@@ -27,15 +27,6 @@ Generate images from prompts, store them, and serve them back.
 Every error is an RFC 9457 `application/problem+json` document with a `request_id`.
 A prompt refused by the generator's content policy is **422** (type `prompt-rejected`).
 """
-
-
-async def close_adapters(container: Container) -> None:
-    """Close every adapter the container has built, even when one of them fails to close."""
-    for provider in (container.generator, container.blob_store, container.repository):
-        try:
-            await provider().close()
-        except Exception:
-            log.exception("closing %s failed", provider)
 
 
 def create_app(container: Container | None = None) -> FastAPI:
