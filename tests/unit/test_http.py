@@ -262,3 +262,9 @@ async def test_openapi_declares_problem_statuses(client: httpx.AsyncClient) -> N
     assert "application/problem+json" in post["503"]["content"]
     content = spec["paths"]["/image/{guid}/content"]["get"]["responses"]
     assert {"200", "304", "404", "422"} <= content.keys()
+
+
+async def test_body_that_is_not_utf8_is_422_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post("/image", content=b"f\xff", headers={"content-type": "application/json"})
+    body = assert_problem(response, 422)
+    assert "UTF-8" in body["detail"]

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from pixyproxy.domain import exceptions as errors
 from pixyproxy.entrypoints.logging_setup import current_request_id
@@ -172,6 +173,9 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
     if isinstance(exc, StarletteHTTPException) and isinstance(exc.__cause__, errors.ImageGenerationException):
         # FastAPI wraps errors raised while reading the body (our body cap) in a 400.
         exc = exc.__cause__
+    elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400 and exc.__cause__ is not None:
+        # The body could not be decoded (not UTF-8): the same 422 as any other malformed JSON.
+        exc = errors.InvalidRequestError("the body is not valid UTF-8 JSON", field="body")
     if isinstance(exc, StarletteHTTPException):
         slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem_response(
@@ -194,7 +198,19 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
     """The one exception handler registered on the app, for every exception type."""
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        # Starlette names only the first route that matched the path; Allow must name them all.
+        exc = StarletteHTTPException(405, exc.detail, headers={"Allow": _allowed_methods(request)})
     return exception_to_response(exc, instance=request.url.path)
+
+
+def _allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -7,10 +7,16 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from pixyproxy.app.requests import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, GenerateImageRequest
+from pixyproxy.app.requests import (
+    DEFAULT_PAGE_LIMIT,
+    GUID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_PAGE_LIMIT,
+    GenerateImageRequest,
+)
 from pixyproxy.app.service import ImageService
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
@@ -19,6 +25,7 @@ from pixyproxy.entrypoints.http.problems import problem_responses
 router = APIRouter(tags=["images"])
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The image's GUID.")]
 Service = Annotated[ImageService, Depends(Provide[Container.image_service])]
 
 
@@ -44,7 +51,7 @@ async def generate_image(
         str | None,
         Header(
             alias="Idempotency-Key",
-            max_length=255,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="A retry with the same key and body returns the first result and generates nothing.",
         ),
     ] = None,
@@ -90,7 +97,7 @@ async def list_images(
     responses=problem_responses(401, 404, 422, 500, 503),
 )
 @inject
-async def get_image(guid: str, service: Service) -> ImageDetail:
+async def get_image(guid: GuidPath, service: Service) -> ImageDetail:
     """The detail of one image."""
     return await service.get_detail(guid)
 
@@ -119,7 +126,7 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 @inject
 async def get_image_content(
-    guid: str,
+    guid: GuidPath,
     request: Request,
     service: Service,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
