@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = container.settings()
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "serve":
-            return _serve(args)
+            return _serve(args, grace_s=settings.http.shutdown_grace_s)
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, *, grace_s: float) -> int:
     import uvicorn
 
     uvicorn.run(
@@ -76,6 +76,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight
+        # (a generation can take a minute) before the lifespan closes the pools.
+        timeout_graceful_shutdown=grace_s,
     )
     return 0
 

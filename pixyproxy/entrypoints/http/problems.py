@@ -144,16 +144,26 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+# A pattern mismatch would otherwise answer with the regular expression itself.
+PATTERN_MESSAGES = {
+    "prompt": "must contain some text, and no control characters other than newline and tab",
+    "guid": "must be a UUID such as 3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b",
+    "Idempotency-Key": "must be 1 to 255 visible ASCII characters",
+}
+_LOCATIONS = {"body", "path", "query", "header", "cookie"}
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: echoing the input back could reflect a megabyte or a secret.
-    return [
-        {
-            "loc": [str(p) for p in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in exc.errors()
-    ]
+    found = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        kind = str(error.get("type", ""))
+        message = str(error.get("msg", ""))
+        if kind == "string_pattern_mismatch" and loc and loc[-1] in PATTERN_MESSAGES:
+            message = PATTERN_MESSAGES[loc[-1]]
+        found.append({"loc": loc, "msg": message, "type": kind})
+    return found
 
 
 def exception_to_response(exc: BaseException, *, instance: str) -> Response:
@@ -161,7 +171,8 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
     if isinstance(exc, RequestValidationError):
         details = _validation_errors(exc)
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p != "body") or "request"
+        loc = first["loc"][1:] if first["loc"][:1] and first["loc"][0] in _LOCATIONS else first["loc"]
+        where = ".".join(loc) or "request body"
         return problem_response(
             422,
             "invalid-request",
