@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -78,7 +79,7 @@ def _serve(args: argparse.Namespace, *, grace_s: float) -> int:
         server_header=False,
         # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight
         # (a generation can take a minute) before the lifespan closes the pools.
-        timeout_graceful_shutdown=grace_s,
+        timeout_graceful_shutdown=math.ceil(grace_s),
     )
     return 0
 
