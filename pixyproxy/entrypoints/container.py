@@ -18,6 +18,7 @@ from pixyproxy.adapters.memory import (
     InMemoryImageRepository,
 )
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
 from pixyproxy.app.service import ImageService
@@ -50,6 +51,16 @@ class Container(containers.DeclarativeContainer):
         config.blob_store.kind,
         memory=providers.Singleton(InMemoryBlobStore),
         local=providers.Singleton(LocalDiskBlobStore, config.blob_store.local_root),
+        s3=providers.Singleton(
+            S3BlobStore,
+            bucket=config.blob_store.s3_bucket,
+            endpoint_url=config.blob_store.s3_endpoint_url,
+            region=config.blob_store.s3_region,
+            prefix=config.blob_store.s3_prefix,
+            create_bucket=config.blob_store.s3_create_bucket,
+            timeout_s=config.blob_store.s3_timeout_s,
+            max_attempts=config.blob_store.s3_max_attempts,
+        ),
     )
 
     upstream_generator = providers.Selector(
