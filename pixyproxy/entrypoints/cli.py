@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = container.settings()
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "serve":
-            return _serve(args)
+            return _serve(container, args)
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":
@@ -53,9 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(container: Container, args: argparse.Namespace) -> int:
     import uvicorn
 
+    # uvicorn reports a failed lifespan as a stack trace and exit 3; checking the adapters here
+    # first turns a missing bucket (say) into one line and exit 2. The app repeats it per worker.
+    asyncio.run(_check_adapters(container))
     uvicorn.run(
         "pixyproxy.entrypoints.http.app:create_app",
         factory=True,
@@ -70,6 +73,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _check_adapters(container: Container) -> None:
+    from pixyproxy.entrypoints.http.app import close_adapters, initialize_adapters
+
+    try:
+        await initialize_adapters(container)
+    finally:
+        await close_adapters(container)
+
+
 async def _init_db(container: Container) -> int:
     repository = container.repository()
     try:
@@ -81,12 +93,13 @@ async def _init_db(container: Container) -> int:
 
 
 async def _generate(container: Container, prompt: str, size: str | None) -> int:
+    from pixyproxy.entrypoints.http.app import close_adapters, initialize_adapters
+
     service = container.image_service()
     try:
+        await initialize_adapters(container)
         detail = await service.generate({"prompt": prompt, "size": size})
     finally:
-        from pixyproxy.entrypoints.http.app import close_adapters
-
         await close_adapters(container)
     print(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
     return 0

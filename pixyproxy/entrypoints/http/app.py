@@ -36,6 +36,14 @@ async def close_adapters(container: Container) -> None:
             log.exception("closing %s failed", provider)
 
 
+async def initialize_adapters(container: Container) -> None:
+    """Run the start-up step of each adapter that has one (an S3 bucket check, say)."""
+    for provider in (container.repository, container.blob_store, container.generator):
+        initialize = getattr(provider(), "initialize", None)
+        if initialize is not None:
+            await initialize()
+
+
 def create_app(container: Container | None = None) -> FastAPI:
     """The PixyProxy ASGI app, with adapters bound from containers.yml unless a container is given."""
     container = container or build_container()
@@ -46,6 +54,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         container.repository()
         container.blob_store()
         container.generator()
+        await initialize_adapters(container)
         log.info(
             "PixyProxy %s ready: repository=%s blob_store=%s generator=%s",
             __version__,
