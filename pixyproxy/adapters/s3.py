@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -21,6 +23,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     FlexibleChecksumError,
+    InvalidRegionError,
     NoCredentialsError,
     ReadTimeoutError,
 )
@@ -78,11 +81,10 @@ class S3BlobStore:
             # S3-compatible servers (moto, MinIO) rarely resolve bucket.host names; AWS accepts paths too.
             s3={"addressing_style": "path"} if endpoint_url else None,
         )
-        # Built once at start-up (loading the service model is blocking, but no request is in flight yet);
-        # credentials come lazily from the standard AWS chain on the first call, inside a worker thread.
-        self._client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, config=config
-        )
+        self._endpoint_url = _checked_endpoint(endpoint_url)
+        self._config = config
+        self._client: Any = None  # built on first use, in a worker thread: see _s3()
+        self._client_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_CALLS)
 
     def __repr__(self) -> str:
@@ -91,14 +93,34 @@ class S3BlobStore:
     def _object_key(self, key: str) -> str:
         return self._prefix + validate_blob_key(key)
 
-    async def _call(self, func: Callable[..., T], /, **kwargs: Any) -> T:
-        """Run one blocking boto3 call in a worker thread, so the event loop never waits on S3."""
-        return await anyio.to_thread.run_sync(partial(func, **kwargs), limiter=self._limiter)
+    def _s3(self) -> Any:
+        """The one shared client, built on first use (worker threads only)."""
+        # Building it resolves credentials through the AWS chain, which may ask the instance
+        # metadata service over the network: that must never happen on the event loop's thread.
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=self._endpoint_url, config=self._config
+                    )
+                except InvalidRegionError as err:
+                    raise ConfigurationError("PIXYPROXY_S3_REGION", "not a valid region name") from err
+                except ValueError as err:  # botocore's word for an endpoint it cannot parse
+                    raise ConfigurationError("PIXYPROXY_S3_ENDPOINT_URL", "not a valid URL") from err
+            return self._client
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        """Run blocking boto3 work in a worker thread, so the event loop never waits on S3."""
+        return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+
+    async def _call(self, operation: str, **params: Any) -> Any:
+        """One boto3 client call, by operation name, in a worker thread."""
+        return await self._run(lambda: getattr(self._s3(), operation)(**params))
 
     async def initialize(self) -> None:
         """Check the bucket exists, creating it when allowed. Raises ConfigurationError."""
         try:
-            await self._call(self._client.head_bucket, Bucket=self._bucket)
+            await self._call("head_bucket", Bucket=self._bucket)
             return
         except ClientError as err:
             if _code(err) in _DENIED_CODES:
@@ -125,7 +147,7 @@ class S3BlobStore:
         if self._region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
             params["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
         try:
-            await self._call(self._client.create_bucket, **params)
+            await self._call("create_bucket", **params)
         except ClientError as err:
             if _code(err) in {"BucketAlreadyOwnedByYou"}:
                 return  # another worker created it first
@@ -146,7 +168,7 @@ class S3BlobStore:
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         try:
             await self._call(
-                self._client.put_object,
+                "put_object",
                 Bucket=self._bucket,
                 Key=object_key,
                 Body=data,
@@ -163,7 +185,7 @@ class S3BlobStore:
         """Download the object, its SHA-256 checked against the one stored with it."""
         object_key = self._object_key(key)
         try:
-            return await self._call(self._read, object_key=object_key)
+            return await self._run(partial(self._read, object_key))
         except ClientError as err:
             if _code(err) in _NOT_FOUND_CODES:
                 raise BlobNotFoundError(key) from err
@@ -171,9 +193,9 @@ class S3BlobStore:
         except BotoCoreError as err:
             raise self._unavailable(err) from err
 
-    def _read(self, *, object_key: str) -> bytes:
+    def _read(self, object_key: str) -> bytes:
         # The body is streamed, so reading it belongs in the same worker thread as the request.
-        response = self._client.get_object(Bucket=self._bucket, Key=object_key, ChecksumMode="ENABLED")
+        response = self._s3().get_object(Bucket=self._bucket, Key=object_key, ChecksumMode="ENABLED")
         body = response["Body"]
         try:
             data: bytes = body.read()
@@ -185,7 +207,7 @@ class S3BlobStore:
         """Delete the object; S3 answers success for a missing one too."""
         object_key = self._object_key(key)
         try:
-            await self._call(self._client.delete_object, Bucket=self._bucket, Key=object_key)
+            await self._call("delete_object", Bucket=self._bucket, Key=object_key)
         except ClientError as err:
             if _code(err) in _NOT_FOUND_CODES:
                 return
@@ -197,7 +219,7 @@ class S3BlobStore:
         """HEAD the object."""
         object_key = self._object_key(key)
         try:
-            await self._call(self._client.head_object, Bucket=self._bucket, Key=object_key)
+            await self._call("head_object", Bucket=self._bucket, Key=object_key)
         except ClientError as err:
             if _code(err) in _NOT_FOUND_CODES:
                 return False
@@ -209,16 +231,20 @@ class S3BlobStore:
     async def list_blobs(self) -> list[BlobInfo]:
         """Every object under the prefix, with the prefix taken off; foreign keys are skipped."""
         try:
-            return await self._call(self._list)
+            return await self._run(self._list)
         except (BotoCoreError, ClientError) as err:
             raise self._unavailable(err) from err
 
     def _list(self) -> list[BlobInfo]:
         found = []
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self._bucket,
-            Prefix=self._prefix,
-            PaginationConfig={"PageSize": self._list_page_size},
+        pages = (
+            self._s3()
+            .get_paginator("list_objects_v2")
+            .paginate(
+                Bucket=self._bucket,
+                Prefix=self._prefix,
+                PaginationConfig={"PageSize": self._list_page_size},
+            )
         )
         for page in pages:
             for item in page.get("Contents", []):
@@ -238,7 +264,7 @@ class S3BlobStore:
         object_key = self._object_key(key)
         try:
             url: str = await self._call(
-                self._client.generate_presigned_url,
+                "generate_presigned_url",
                 ClientMethod="get_object",
                 Params={"Bucket": self._bucket, "Key": object_key},
                 ExpiresIn=expires_s,
@@ -250,13 +276,16 @@ class S3BlobStore:
     async def ping(self) -> None:
         """HEAD the bucket."""
         try:
-            await self._call(self._client.head_bucket, Bucket=self._bucket)
+            await self._call("head_bucket", Bucket=self._bucket)
         except (BotoCoreError, ClientError) as err:
             raise self._unavailable(err) from err
 
     async def close(self) -> None:
         """Close the client's connection pool."""
-        await self._call(self._client.close)
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            await self._run(client.close)
 
     def _unavailable(self, err: BotoCoreError | ClientError) -> BlobStoreUnavailableError:
         """The domain error for an SDK error, worded without URLs or credentials."""
@@ -295,6 +324,18 @@ def _reason(err: BotoCoreError | ClientError, bucket: str) -> str:
     if isinstance(err, NoCredentialsError):
         return "no AWS credentials found"
     return f"S3 call failed ({type(err).__name__})"
+
+
+def _checked_endpoint(endpoint_url: str | None) -> str | None:
+    """The endpoint URL if it is an http(s) URL with a host; None for AWS's own endpoints."""
+    if not endpoint_url:
+        return None
+    parsed = urlsplit(endpoint_url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise ConfigurationError(
+            "PIXYPROXY_S3_ENDPOINT_URL", "must be an http:// or https:// URL with a host"
+        )
+    return endpoint_url
 
 
 def _normalise_prefix(prefix: str | None) -> str:

@@ -283,3 +283,33 @@ def test_repr_names_the_bucket_only() -> None:
     store = S3BlobStore(bucket="some-bucket", endpoint_url="http://user:secret@127.0.0.1:9")
     assert "secret" not in repr(store)
     assert "some-bucket" in repr(store)
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9000", "ftp://host", "http://:9000"])
+def test_unusable_endpoint_is_a_configuration_error(endpoint: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        S3BlobStore(bucket="some-bucket", endpoint_url=endpoint)
+    assert caught.value.setting == "PIXYPROXY_S3_ENDPOINT_URL"
+    assert endpoint not in str(caught.value)  # a URL may carry credentials: never echoed
+
+
+async def test_unusable_region_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    store = S3BlobStore(bucket="some-bucket", region="not a region!")
+    with pytest.raises(ConfigurationError) as caught:
+        await store.initialize()
+    assert caught.value.setting == "PIXYPROXY_S3_REGION"
+
+
+async def test_no_credentials_anywhere_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    store = S3BlobStore(bucket="some-bucket", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ConfigurationError) as caught:
+        await store.initialize()
+    assert caught.value.setting == "AWS credentials"
+    with pytest.raises(BlobStoreUnavailableError, match="no AWS credentials"):
+        await store.get("a.png")
