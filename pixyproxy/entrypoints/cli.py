@@ -13,7 +13,12 @@ from datetime import timedelta
 from pixyproxy.app.maintenance import GarbageCollector
 from pixyproxy.domain.exceptions import ConfigurationError, ImageGenerationException
 from pixyproxy.domain.models import utc_now
-from pixyproxy.entrypoints.container import Container, build_container, close_adapters
+from pixyproxy.entrypoints.container import (
+    Container,
+    build_container,
+    close_adapters,
+    initialize_adapters,
+)
 from pixyproxy.entrypoints.logging_setup import configure_logging
 
 EXIT_CONFIG = 2
@@ -48,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = container.settings()
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "serve":
-            return _serve(args, grace_s=settings.http.shutdown_grace_s)
+            return _serve(container, args, grace_s=settings.http.shutdown_grace_s)
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":
@@ -64,9 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace, *, grace_s: float) -> int:
+def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) -> int:
     import uvicorn
 
+    # uvicorn reports a failed lifespan as a stack trace and exit 3; checking the adapters here
+    # first turns a missing bucket (say) into one line and exit 2. The app repeats it per worker.
+    asyncio.run(_check_adapters(container))
     uvicorn.run(
         "pixyproxy.entrypoints.http.app:create_app",
         factory=True,
@@ -84,6 +92,14 @@ def _serve(args: argparse.Namespace, *, grace_s: float) -> int:
     return 0
 
 
+async def _check_adapters(container: Container) -> None:
+
+    try:
+        await initialize_adapters(container)
+    finally:
+        await close_adapters(container)
+
+
 async def _init_db(container: Container) -> int:
     repository = container.repository()
     try:
@@ -95,8 +111,10 @@ async def _init_db(container: Container) -> int:
 
 
 async def _generate(container: Container, prompt: str, size: str | None) -> int:
+
     service = container.image_service()
     try:
+        await initialize_adapters(container)
         detail = await service.generate({"prompt": prompt, "size": size})
     finally:
         await close_adapters(container)

@@ -19,6 +19,7 @@ from pixyproxy.adapters.memory import (
     InMemoryImageRepository,
 )
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
 from pixyproxy.app.health import ReadinessChecker
@@ -55,6 +56,16 @@ class Container(containers.DeclarativeContainer):
         config.blob_store.kind,
         memory=providers.Singleton(InMemoryBlobStore),
         local=providers.Singleton(LocalDiskBlobStore, config.blob_store.local_root),
+        s3=providers.Singleton(
+            S3BlobStore,
+            bucket=config.blob_store.s3_bucket,
+            endpoint_url=config.blob_store.s3_endpoint_url,
+            region=config.blob_store.s3_region,
+            prefix=config.blob_store.s3_prefix,
+            create_bucket=config.blob_store.s3_create_bucket,
+            timeout_s=config.blob_store.s3_timeout_s,
+            max_attempts=config.blob_store.s3_max_attempts,
+        ),
     )
 
     blob_store = providers.Singleton(MeteredBlobStore, selected_blob_store, metrics=metrics)
@@ -103,6 +114,14 @@ async def close_adapters(container: Container) -> None:
             await provider().close()
         except Exception:
             log.exception("closing %s failed", provider)
+
+
+async def initialize_adapters(container: Container) -> None:
+    """Run the start-up step of each selected adapter that has one (an S3 bucket check, say)."""
+    for provider in (container.repository, container.selected_blob_store, container.upstream_generator):
+        initialize = getattr(provider(), "initialize", None)
+        if initialize is not None:
+            await initialize()
 
 
 def _plain(settings: Settings) -> dict[str, Any]:

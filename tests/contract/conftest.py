@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,10 @@ from pixyproxy.adapters.memory import (
     InMemoryImageRepository,
 )
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
+from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -32,12 +34,36 @@ async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await repo.close()
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto S3 server process for the session, with fake AWS credentials in the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS_ENV.items():
+            patch.setenv(name, value)
+        with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+            yield server
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
 async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    """Every BlobStore adapter, each fresh and empty."""
-    store: BlobStore = (
-        InMemoryBlobStore() if request.param == "memory" else LocalDiskBlobStore(tmp_path / "blobs")
-    )
+    """Every BlobStore adapter, each fresh and empty (S3: a new bucket on the moto server)."""
+    store: BlobStore
+    if request.param == "memory":
+        store = InMemoryBlobStore()
+    elif request.param == "local":
+        store = LocalDiskBlobStore(tmp_path / "blobs")
+    else:
+        server: MotoServer = request.getfixturevalue("s3_server")
+        s3 = S3BlobStore(
+            bucket=new_bucket_name(),
+            endpoint_url=server.endpoint_url,
+            prefix="images/",
+            create_bucket=True,
+            timeout_s=10,
+            max_attempts=2,
+        )
+        await s3.initialize()
+        store = s3
     try:
         yield store
     finally:

@@ -12,7 +12,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy import __version__
 from pixyproxy.domain.exceptions import ImageGenerationException
-from pixyproxy.entrypoints.container import Container, build_container, close_adapters
+from pixyproxy.entrypoints.container import (
+    Container,
+    build_container,
+    close_adapters,
+    initialize_adapters,
+)
 from pixyproxy.entrypoints.http import ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
@@ -39,6 +44,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         container.repository()
         container.blob_store()
         container.generator()
+        await initialize_adapters(container)
         log.info(
             "PixyProxy %s ready: repository=%s blob_store=%s generator=%s",
             __version__,

@@ -142,12 +142,13 @@ async def get_image_content(
     }
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        # Answered from the record: a presigned URL is signed for GET, so HEAD must not be redirected.
+        headers["Content-Length"] = str(detail.size_bytes)
+        return Response(status_code=200, headers=headers, media_type=detail.content_type)
     location = await service.locate_content(detail)
     if location is not None:
         return RedirectResponse(location, status_code=307, headers={"ETag": etag})
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(detail.size_bytes)
-        return Response(status_code=200, headers=headers, media_type=detail.content_type)
     content = await service.open_content(detail)
     return Response(content.data, headers=headers, media_type=content.content_type)
 
