@@ -71,9 +71,15 @@ class _State:
 
 
 def _error(
-    status: int, message: str, *, type_: str, code: str | None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -141,7 +147,9 @@ def create_app() -> Starlette:
                 code=settings.get("code", "content_policy_violation"),
             )
         if mode == "bad_request":
-            return _error(400, "Invalid value for 'n'.", type_="invalid_request_error", code="invalid_value")
+            param = settings.get("param")
+            message = f"Invalid value for '{param or 'n'}'."
+            return _error(400, message, type_="invalid_request_error", code="invalid_value", param=param)
         if mode == "server_error":
             return _error(
                 500, "The server had an error processing your request.", type_="server_error", code=None
@@ -198,7 +206,12 @@ def create_app() -> Starlette:
 
     async def stats(request: Request) -> Response:
         return JSONResponse(
-            {"requests": state.requests, "max_in_flight": state.max_in_flight, "last_body": state.last_body}
+            {
+                "requests": state.requests,
+                "in_flight": state.in_flight,
+                "max_in_flight": state.max_in_flight,
+                "last_body": state.last_body,
+            }
         )
 
     async def reset(request: Request) -> Response:
@@ -231,7 +244,15 @@ class FakeOpenAI:
         return f"{self.url}/v1"
 
     def reset(self) -> None:
-        """Back to normal answers, counters at zero."""
+        """Back to normal answers, counters at zero, once no earlier request is still in flight.
+
+        A client that timed out leaves its slow request running here; waiting for it keeps
+        it out of the next test's in-flight count.
+        """
+        self.set_mode("ok")
+        deadline = time.monotonic() + 30
+        while self.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         httpx.post(f"{self.url}/_control/reset", timeout=5).raise_for_status()
 
     def set_mode(self, mode: str, **options: Any) -> None:
@@ -239,7 +260,7 @@ class FakeOpenAI:
         httpx.post(f"{self.url}/_control/mode", json={"mode": mode, **options}, timeout=5).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
-        """Requests counted, most in flight at once, the last request body."""
+        """Requests counted, in flight now and at most at once, the last request body."""
         response = httpx.get(f"{self.url}/_control/stats", timeout=5)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
