@@ -4,8 +4,8 @@ Retry policy: the SDK's own retries are off (max_retries=0). A retried timeout o
 billed twice (the upstream may have finished the image we never received), so this adapter
 retries only failures that cannot have been billed: a connection that was never established,
 and 429 (the upstream refused the request before doing any work). Timeouts are answered as
-GeneratorUnavailableError (HTTP 503, not 504: PixyProxy is the origin of the image, not a gateway
-the client chose), and are never retried.
+GeneratorUnavailableError, so HTTP 503 rather than 504: clients get one "retry later" status for
+every unavailable upstream, whatever the cause. They are never retried.
 """
 
 from __future__ import annotations
@@ -156,6 +156,8 @@ class OpenAIImageGenerator:
     async def _image_bytes(self, entry: object) -> bytes:
         b64 = getattr(entry, "b64_json", None)
         if isinstance(b64, str) and b64:
+            if len(b64) // 4 * 3 > self._max_download_bytes:
+                raise GeneratorBadResponseError(f"the image is larger than {self._max_download_bytes} bytes")
             try:
                 return base64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError) as err:
@@ -231,6 +233,7 @@ class OpenAIImageGenerator:
                 f"the upstream refused the request (400 {err.code or ''})".strip()
             )
         if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+            log.warning("openai: the upstream refused PixyProxy's API key (%d)", err.status_code)
             return GeneratorAuthenticationError()
         if isinstance(err, openai.APIStatusError):
             if err.status_code >= 500:

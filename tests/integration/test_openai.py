@@ -118,6 +118,15 @@ async def test_a_url_answer_is_downloaded(gen: OpenAIImageGenerator, upstream, c
     assert image.data.startswith(b"\x89PNG")
 
 
+async def test_a_base64_image_over_the_cap_is_refused(upstream: FakeOpenAI) -> None:
+    generator = adapter(upstream, max_download_bytes=100)
+    try:
+        with pytest.raises(GeneratorBadResponseError, match="larger than 100 bytes"):
+            await generator.generate("too big", options=NO_OPTIONS)
+    finally:
+        await generator.close()
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_a_download_over_the_cap_is_refused(upstream: FakeOpenAI, chunked: bool) -> None:
     upstream.set_mode("url", chunked=chunked, pad_bytes=50_000)
