@@ -199,6 +199,13 @@ async def test_a_rate_limit_that_clears_is_retried_to_success(gen: OpenAIImageGe
     assert upstream.stats()["requests"] == 2
 
 
+async def test_an_exhausted_quota_is_not_retried(gen: OpenAIImageGenerator, upstream) -> None:
+    upstream.set_mode("rate_limit", retry_after="0", code="insufficient_quota")
+    with pytest.raises(GeneratorUnavailableError):
+        await gen.generate("no credit", options=NO_OPTIONS)
+    assert upstream.stats()["requests"] == 1
+
+
 async def test_a_long_retry_after_is_passed_on_instead_of_waited_for(
     gen: OpenAIImageGenerator, upstream
 ) -> None:

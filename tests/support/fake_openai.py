@@ -135,7 +135,7 @@ def create_app() -> Starlette:
                 429,
                 "Rate limit reached for images per minute.",
                 type_="requests",
-                code="rate_limit_exceeded",
+                code=settings.get("code", "rate_limit_exceeded"),
                 headers=headers,
             )
         if mode == "content_policy":
