@@ -18,6 +18,7 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
+from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
@@ -75,6 +76,17 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(InMemoryImageGenerator),
         procedural=providers.Singleton(
             ProceduralImageGenerator, default_size=config.generator.procedural_size
+        ),
+        openai=providers.Singleton(
+            OpenAIImageGenerator,
+            api_key=config.generator.openai_api_key,
+            base_url=config.generator.openai_base_url,
+            model=config.generator.openai_model,
+            size=config.generator.openai_size,
+            quality=config.generator.openai_quality,
+            timeout_s=config.generator.openai_timeout_s,
+            max_retries=config.generator.openai_max_retries,
+            max_download_bytes=config.generator.openai_max_download_bytes,
         ),
     )
 

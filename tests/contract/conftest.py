@@ -13,10 +13,12 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
+from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
+from tests.support.fake_openai import FakeOpenAI, running_fake_openai
 from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
 
 
@@ -70,14 +72,25 @@ async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await store.close()
 
 
-@pytest.fixture(params=["memory", "procedural"])
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """The OpenAI-compatible fake server, in a subprocess, for the whole session."""
+    with running_fake_openai() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["memory", "procedural", "openai"])
 async def generator(request: pytest.FixtureRequest) -> AsyncIterator[ImageGenerator]:
     """Every ImageGenerator adapter, each ready to answer."""
     gen: ImageGenerator
     if request.param == "memory":
         gen = InMemoryImageGenerator()
-    else:
+    elif request.param == "procedural":
         gen = ProceduralImageGenerator(default_size="64x64")
+    else:
+        fake: FakeOpenAI = request.getfixturevalue("fake_openai")
+        fake.reset()
+        gen = OpenAIImageGenerator(api_key="sk-test-contract", base_url=fake.base_url, timeout_s=30)
     try:
         yield gen
     finally:
