@@ -17,6 +17,7 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
+from pixyproxy.adapters.mysql import MySqlImageRepository
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
@@ -44,6 +45,13 @@ class Container(containers.DeclarativeContainer):
         config.repository.kind,
         memory=providers.Singleton(InMemoryImageRepository),
         sqlite=providers.Singleton(SqliteImageRepository, config.repository.sqlite_path),
+        mysql=providers.Singleton(
+            MySqlImageRepository,
+            config.repository.mysql_url,
+            pool_size=config.repository.mysql_pool_size,
+            connect_timeout_s=config.repository.mysql_connect_timeout_s,
+            init_schema=config.repository.init_schema,
+        ),
     )
 
     blob_store = providers.Selector(

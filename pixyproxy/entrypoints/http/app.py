@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy import __version__
-from pixyproxy.domain.exceptions import ImageGenerationException
+from pixyproxy.domain.exceptions import ImageGenerationException, RepositoryUnavailableError
 from pixyproxy.entrypoints.container import Container, build_container
 from pixyproxy.entrypoints.http import routes
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
@@ -36,6 +36,22 @@ async def close_adapters(container: Container) -> None:
             log.exception("closing %s failed", provider)
 
 
+async def _initialize_repository(container: Container) -> None:
+    """Let a repository that can (mysql) create its schema and check its server before serving.
+
+    A server that is down only delays this: the adapter retries on the first request, which
+    answers 503 until the database is back, so PixyProxy need not be restarted.
+    """
+    repository = container.repository()
+    initialize = getattr(repository, "initialize", None)
+    if initialize is None:
+        return
+    try:
+        await initialize()
+    except RepositoryUnavailableError as err:
+        log.warning("repository not ready at start-up, will retry on first use: %s", err)
+
+
 def create_app(container: Container | None = None) -> FastAPI:
     """The PixyProxy ASGI app, with adapters bound from containers.yml unless a container is given."""
     container = container or build_container()
@@ -43,7 +59,7 @@ def create_app(container: Container | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Build the adapters now, so a bad binding fails start-up rather than the first request.
-        container.repository()
+        await _initialize_repository(container)
         container.blob_store()
         container.generator()
         log.info(
