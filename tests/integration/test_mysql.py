@@ -226,19 +226,33 @@ def _assert_problem(response: httpx.Response, status: int, *secrets: str) -> Non
         assert leak not in response.text
 
 
+def _inserting(database: str) -> list[int]:
+    """Ids of the connections running an INSERT INTO images on `database`."""
+    rows = _query(
+        database,
+        "SELECT ID FROM information_schema.PROCESSLIST"
+        " WHERE DB = %(db)s AND INFO LIKE 'INSERT INTO images%%'",
+        {"db": database},
+    )
+    return [int(row[0]) for row in rows]
+
+
 async def _wait_until_blocked(database: str) -> int:
     """The id of our connection once it waits on the table lock the admin holds."""
-    for _ in range(200):
-        rows = _query(
-            database,
-            "SELECT ID FROM information_schema.PROCESSLIST"
-            " WHERE DB = %(db)s AND INFO LIKE 'INSERT INTO images%%'",
-            {"db": database},
-        )
-        if rows:
-            return int(rows[0][0])
+    while not (ids := _inserting(database)):
         await asyncio.sleep(0.02)
-    raise AssertionError("the INSERT never reached the server")
+    return ids[0]
+
+
+def _kill(connection_id: int) -> None:
+    with admin_connection() as admin, admin.cursor() as cursor:
+        cursor.execute("KILL %(id)s", {"id": connection_id})
+
+
+async def _wait_until_gone(database: str, connection_id: int) -> None:
+    """Until the server has finished off a killed INSERT (so unlocking cannot let it through)."""
+    while connection_id in _inserting(database):
+        await asyncio.sleep(0.02)
 
 
 async def test_killed_connections_answer_503_then_recover(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,8 +267,8 @@ async def test_killed_connections_answer_503_then_recover(monkeypatch: pytest.Mo
                 cursor.execute("LOCK TABLES images WRITE")
                 request = asyncio.create_task(client.post("/image", json={"prompt": "killed mid-insert"}))
                 victim = await _wait_until_blocked(database)
-                with admin_connection() as admin, admin.cursor() as kill:
-                    kill.execute("KILL %(id)s", {"id": victim})
+                _kill(victim)
+                await _wait_until_gone(database, victim)
                 killed = await request
                 cursor.execute("UNLOCK TABLES")
             _assert_problem(killed, 503)
@@ -281,6 +295,29 @@ async def test_killed_connections_answer_503_then_recover(monkeypatch: pytest.Mo
                 break
             await asyncio.sleep(0.02)
         assert connection_ids(database) == []
+
+
+async def test_a_killed_connection_frees_its_pool_slot_for_waiters() -> None:
+    with fresh_database_url() as url:
+        database = _database(url)
+        await init_schema(url)
+        repository = MySqlImageRepository(url, pool_size=1, acquire_timeout_s=60)
+        try:
+            with admin_connection(database) as locker, locker.cursor() as cursor:
+                cursor.execute("LOCK TABLES images WRITE")
+                adds = [asyncio.create_task(repository.add(new_image())) for _ in range(3)]
+                victim = await _wait_until_blocked(database)  # it holds the only slot; two wait for it
+                _kill(victim)
+                await _wait_until_gone(database, victim)
+                cursor.execute("UNLOCK TABLES")
+            # A hang here (until the pytest timeout) would mean the waiters never learnt of the slot.
+            results = await asyncio.gather(*adds, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            assert len(failed) == 1
+            assert isinstance(failed[0], RepositoryUnavailableError)
+            assert len(await repository.list_page(limit=10)) == 2
+        finally:
+            await repository.close()
 
 
 async def test_unreachable_database_answers_503_and_stores_nothing(
