@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import pytest
 
 from pixyproxy.adapters.memory import InMemoryBlobStore, InMemoryImageGenerator, InMemoryImageRepository
+from pixyproxy.app.maintenance import GarbageCollector
 from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import (
     BlobStoreUnavailableError,
@@ -19,7 +21,7 @@ from pixyproxy.domain.exceptions import (
     RecordOutcomeUnknownError,
     RepositoryUnavailableError,
 )
-from pixyproxy.domain.models import NewImage, sha256_hex
+from pixyproxy.domain.models import ImageRecord, NewImage, sha256_hex, utc_now
 
 
 class FailingRepository(InMemoryImageRepository):
@@ -130,20 +132,31 @@ async def test_blob_store_failure_stores_no_record(
     assert repository.records == {}
 
 
-async def test_cancelled_generation_leaves_no_orphan_bytes(
+async def test_cancelled_record_write_keeps_the_bytes_for_gc(
     blob_store: InMemoryBlobStore, generator: InMemoryImageGenerator
 ) -> None:
+    # A database may still commit an insert whose caller was cancelled: deleting the bytes then
+    # could leave a record pointing at nothing, so they are kept and gc accounts for them.
     class SlowRepository(InMemoryImageRepository):
-        async def add(self, image: NewImage):
+        async def add(self, image: NewImage) -> ImageRecord:
             await asyncio.sleep(10)
+            return await super().add(image)
 
-    service = ImageService(repository=SlowRepository(), generator=generator, blob_store=blob_store)
+    repository = SlowRepository()
+    service = ImageService(repository=repository, generator=generator, blob_store=blob_store)
     task = asyncio.create_task(service.generate({"prompt": "a fox"}))
     while not blob_store.blobs:
         await asyncio.sleep(0.001)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert repository.records == {}
+    kept = list(blob_store.blobs)
+    assert len(kept) == 1
+    report = await GarbageCollector(repository=repository, blob_store=blob_store).collect(
+        now=utc_now(), grace=timedelta(0), delete=True
+    )
+    assert [b.key for b in report.orphan_blobs] == report.deleted == kept
     assert blob_store.blobs == {}
 
 
