@@ -85,6 +85,7 @@ def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) ->
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _stopped)
     uvicorn.run(
+        # Each worker process builds the app through this factory, which sets up logging there too.
         "pixyproxy.entrypoints.http.app:create_served_app",
         factory=True,
         host=args.host,
@@ -92,7 +93,6 @@ def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) ->
         workers=args.workers if args.workers > 1 else None,
         reload=args.reload,
         log_config=None,
-        # Each worker process builds the app through this factory, which sets up logging there too.
         access_log=False,
         server_header=False,
         # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight

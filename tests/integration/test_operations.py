@@ -8,6 +8,8 @@ import hashlib
 import json
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from tests.support.server import RunningServer, running_server, start_server
 
 API_KEY = "sk-test-ops-0c4d"
 GENERATIONS = "pixyproxy_generations_total"
+REQUEST_ID = re.compile(r"-\d{20}-(\d+)(?:-\d+)?$")  # host (may hold dashes)-datetime-thread[-n]
 NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
@@ -124,7 +127,9 @@ def worker_pids(server: RunningServer) -> set[int]:
 
 def serving_pid(response: httpx.Response) -> int:
     """The thread id in our X-Request-ID: the worker's event-loop thread, i.e. its process id."""
-    return int(response.headers["x-request-id"].split("-")[2])
+    found = REQUEST_ID.search(response.headers["x-request-id"])
+    assert found, response.headers["x-request-id"]
+    return int(found.group(1))
 
 
 def follow_pages(clients: list[httpx.Client], limit: int) -> list[str]:
@@ -312,6 +317,7 @@ def test_sigterm_finishes_the_generation_in_flight_then_exits_0(
     assert logs.index("Shutting down") < logs.index("REQUEST END POST /image 201")
     assert logs.index("REQUEST END POST /image 201") < logs.index("Application shutdown complete")
     assert "Cancel" not in logs
+    assert "closing" not in logs  # close_adapters logs each adapter that failed to close
 
     database = database_of(database_url)
     wait_for(lambda: connection_ids(database) == [], "MariaDB to drop the closed connections", 10)
@@ -323,6 +329,30 @@ def test_sigterm_finishes_the_generation_in_flight_then_exits_0(
         content = client.get(f"/image/{detail['guid']}/content")
         assert hashlib.sha256(content.content).hexdigest() == detail["sha256"]
     assert upstream.stats()["requests"] == 1
+
+
+def test_ctrl_c_also_drains_and_exits_0(tmp_path: Path) -> None:
+    server = start_server({"PIXYPROXY_DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")
+    try:
+        assert httpx.post(server.base_url + "/image", json={"prompt": "one"}, timeout=30).status_code == 201
+        status = server.stop(signal.SIGINT)
+    finally:
+        server.stop(signal.SIGKILL)
+    assert status == 0, server.logs()
+    assert "Application shutdown complete." in server.logs()
+    assert "KeyboardInterrupt" not in server.logs()
+
+
+def test_the_command_module_imports_no_sdk() -> None:
+    # Each `--workers N` worker re-imports it before answering uvicorn's 5 s health ping.
+    probe = (
+        "import sys, pixyproxy.entrypoints.cli\n"
+        "print(sorted({'openai', 'boto3', 'aiomysql', 'fastapi'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 # --- 3. readiness on real parts -------------------------------------------------------------------
