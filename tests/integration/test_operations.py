@@ -469,7 +469,7 @@ def test_json_logs_in_every_worker_carry_the_request_id(tmp_path: Path) -> None:
         answers += [httpx.get(server.base_url + "/image/not-a-guid") for _ in range(2)]
         status = server.stop()
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop()  # SIGTERM, so the parent stops its workers too (SIGKILL would orphan them)
     assert status == 0
     assert [a.status_code for a in answers] == [201] * 3 + [422] * 2
 
