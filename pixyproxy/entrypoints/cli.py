@@ -1,4 +1,9 @@
-"""The `pixyproxy` command: serve, init-db, generate, gc."""
+"""The `pixyproxy` command: serve, init-db, generate, gc.
+
+This module imports the container (and so every SDK) only when a command runs: with
+`--workers N` each worker process re-imports the command's module before it can answer
+uvicorn's 5-second health ping, and a slow import there gets the worker killed at start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,15 @@ import argparse
 import asyncio
 import json
 import math
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from types import FrameType
+from typing import TYPE_CHECKING
 
-from pixyproxy.app.maintenance import GarbageCollector
-from pixyproxy.domain.exceptions import ConfigurationError, ImageGenerationException
-from pixyproxy.domain.models import utc_now
-from pixyproxy.entrypoints.container import (
-    Container,
-    build_container,
-    close_adapters,
-    initialize_adapters,
-)
-from pixyproxy.entrypoints.logging_setup import configure_logging
+if TYPE_CHECKING:
+    from pixyproxy.entrypoints.container import Container
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit 2 with one line on a configuration error."""
     args = _parser().parse_args(argv)
+    from pixyproxy.domain.exceptions import ConfigurationError, ImageGenerationException
+    from pixyproxy.entrypoints.container import build_container
+    from pixyproxy.entrypoints.logging_setup import configure_logging
+
     try:
         container = build_container()
         settings = container.settings()
@@ -75,8 +79,14 @@ def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) ->
     # uvicorn reports a failed lifespan as a stack trace and exit 3; checking the adapters here
     # first turns a missing bucket (say) into one line and exit 2. The app repeats it per worker.
     asyncio.run(_check_adapters(container))
+    # Once it has shut down gracefully, uvicorn raises the SIGTERM or SIGINT that stopped it again,
+    # for whatever handler was there before it. The default one would kill the process (status
+    # -15, or a KeyboardInterrupt trace) after the work was done; a clean stop exits 0 instead.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _stopped)
     uvicorn.run(
-        "pixyproxy.entrypoints.http.app:create_app",
+        # Each worker process builds the app through this factory, which sets up logging there too.
+        "pixyproxy.entrypoints.http.app:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -92,7 +102,12 @@ def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) ->
     return 0
 
 
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """Absorb the stop signal uvicorn raises again after a graceful shutdown."""
+
+
 async def _check_adapters(container: Container) -> None:
+    from pixyproxy.entrypoints.container import close_adapters, initialize_adapters
 
     try:
         await initialize_adapters(container)
@@ -115,6 +130,7 @@ async def _init_db(container: Container) -> int:
 
 
 async def _generate(container: Container, prompt: str, size: str | None) -> int:
+    from pixyproxy.entrypoints.container import close_adapters, initialize_adapters
 
     service = container.image_service()
     try:
@@ -127,6 +143,10 @@ async def _generate(container: Container, prompt: str, size: str | None) -> int:
 
 
 async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> int:
+    from pixyproxy.app.maintenance import GarbageCollector
+    from pixyproxy.domain.models import utc_now
+    from pixyproxy.entrypoints.container import close_adapters
+
     collector = GarbageCollector(repository=container.repository(), blob_store=container.blob_store())
     try:
         report = await collector.collect(now=utc_now(), grace=timedelta(minutes=grace_minutes), delete=delete)

@@ -22,6 +22,7 @@ from pixyproxy.entrypoints.http import ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
+from pixyproxy.entrypoints.logging_setup import configure_logging
 from pixyproxy.entrypoints.metrics import RequestMetricsMiddleware
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,18 @@ def create_app(container: Container | None = None) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=container.metrics())
     _publish_problem_schema(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app as `pixyproxy serve` runs it: logging set up first, in whichever process builds it.
+
+    With `--workers N` (or `--reload`) uvicorn builds the app in fresh worker processes, where
+    the command's own logging set-up never ran: without this their lines would be lost.
+    """
+    container = build_container()
+    settings = container.settings()
+    configure_logging(settings.logging.level, settings.logging.format)
+    return create_app(container)
 
 
 def _publish_problem_schema(app: FastAPI) -> None:
