@@ -2,13 +2,14 @@
 
 from typing import Annotated
 
-from dependency_injector.wiring import Provide, inject
+from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.injection import AsyncProvide
 from pixyproxy.entrypoints.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
@@ -45,7 +46,7 @@ async def healthz() -> dict[str, str]:
 @inject
 async def readyz(
     response: Response,
-    checker: Annotated[ReadinessChecker, Depends(Provide[Container.readiness_checker])],
+    checker: Annotated[ReadinessChecker, Depends(AsyncProvide[Container.readiness_checker])],
 ) -> Readiness:
     """One entry per check; 503 when any is down."""
     results = await checker.check()
@@ -62,6 +63,6 @@ async def readyz(
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
 )
 @inject
-async def metrics(metrics: Annotated[Metrics, Depends(Provide[Container.metrics])]) -> Response:
+async def metrics(metrics: Annotated[Metrics, Depends(AsyncProvide[Container.metrics])]) -> Response:
     """Every metric in Prometheus text format."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,7 @@ import json
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from dependency_injector.wiring import Provide, inject
+from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,13 +25,14 @@ from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import InvalidRequestError
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.injection import AsyncProvide
 from pixyproxy.entrypoints.http.problems import problem_responses
 
 router = APIRouter(tags=["images"])
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The image's GUID.")]
-Service = Annotated[ImageService, Depends(Provide[Container.image_service])]
+Service = Annotated[ImageService, Depends(AsyncProvide[Container.image_service])]
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
