@@ -1,0 +1,455 @@
+"""`make bench`: PixyProxy's own overhead, as ratios against baselines measured in the same run.
+
+Every server is a uvicorn subprocess on a free loopback port with the same settings (bench.servers);
+load comes from a separate process (wrk when installed, else bench.load). Each side of a comparison is
+measured `BENCH_ROUNDS` times, alternately, and the figure uses each side's median. Prints a table and
+writes bench/results.json. Figures are printed, never asserted: this is not a test.
+
+Environment: BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_ROUNDS (3), BENCH_CONCURRENCY (32),
+BENCH_LOADGEN=httpx (force the Python load generator), BENCH_PROFILE=0 (no py-spy on a miss),
+BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306/pixyproxy_bench; the database is created and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import drive, seed
+from bench.profile import py_spy, start_recording, summarise
+from bench.servers import BASELINE_APP, PIXYPROXY_APP, REPO_ROOT, Server, running
+
+RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how hard each measurement runs."""
+
+    duration_s: float = float(os.environ.get("BENCH_DURATION_S", "5"))
+    warmup_s: float = float(os.environ.get("BENCH_WARMUP_S", "2"))
+    rounds: int = int(os.environ.get("BENCH_ROUNDS", "3"))
+    concurrency: int = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+    latency_concurrency: int = 4
+    profile: bool = os.environ.get("BENCH_PROFILE", "1") != "0"
+    mysql_url: str = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/pixyproxy_bench")
+
+
+@dataclass
+class Figure:
+    """One printed line: what was measured, against what, the target and the verdict."""
+
+    key: str
+    title: str
+    measured: str
+    baseline: str
+    ratio: float | None
+    target: str
+    verdict: str  # PASS, MISS, n/a or info
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    """Both sides' measurements, alternated round by round."""
+
+    subject: list[dict[str, Any]]
+    baseline: list[dict[str, Any]]
+
+    def median(self, side: str, metric: str) -> float:
+        """The median of one metric over one side's rounds."""
+        runs = self.subject if side == "subject" else self.baseline
+        return float(statistics.median(float(run[metric]) for run in runs))
+
+    def clean(self) -> bool:
+        """Whether every request of every round was answered with a 2xx or 3xx."""
+        runs = [*self.subject, *self.baseline]
+        return all(r["non_2xx_3xx"] == 0 and r["transport_errors"] == 0 and r["requests"] > 0 for r in runs)
+
+
+def public_settings(settings: Settings) -> dict[str, Any]:
+    """The settings without the MySQL URL, which may carry a password."""
+    return {k: v for k, v in asdict(settings).items() if k != "mysql_url"}
+
+
+def log(message: str) -> None:
+    """Progress on standard error, so the table on standard output stays clean."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def steady(url: str, settings: Settings, *, concurrency: int | None = None) -> dict[str, Any]:
+    """One warmed-up, fixed-duration measurement of `url`."""
+    return drive.steady(
+        url,
+        concurrency=concurrency or settings.concurrency,
+        duration_s=settings.duration_s,
+        warmup_s=settings.warmup_s,
+    )
+
+
+def compare(subject_url: str, baseline_url: str, settings: Settings) -> Comparison:
+    """Measure subject and baseline alternately, `rounds` times each."""
+    result = Comparison(subject=[], baseline=[])
+    for _ in range(settings.rounds):
+        result.baseline.append(steady(baseline_url, settings))
+        result.subject.append(steady(subject_url, settings))
+    return result
+
+
+def profile_miss(
+    figure: Figure, subject: Server, baseline: Server, path: str, settings: Settings, workdir: Path
+) -> None:
+    """Profile a missed figure: the subject under the same load, and the baseline for contrast."""
+    log(f"{figure.key} missed its target: profiling {subject.name} and {baseline.name} with py-spy")
+    figure.details["profile"] = profile_during(subject, subject.base_url + path, settings, workdir)
+    figure.details["baseline_profile"] = profile_during(baseline, baseline.base_url + path, settings, workdir)
+
+
+def profile_during(server: Server, url: str, settings: Settings, workdir: Path) -> dict[str, Any] | None:
+    """Measure `url` once more with py-spy sampling the server; the hottest frames, or None."""
+    if not settings.profile or py_spy() is None:
+        return None
+    out = workdir / f"profile-{server.name}-{int(time.time())}.txt"
+    recorder = start_recording(server.pid, seconds=settings.warmup_s + settings.duration_s, out=out)
+    if recorder is None:
+        return None
+    steady(url, settings)
+    _, stderr = recorder.communicate(timeout=120)
+    if recorder.returncode != 0 or not out.exists():
+        log(f"py-spy failed: {stderr.decode(errors='replace').strip()}")
+        return None
+    return summarise(out).as_dict()
+
+
+def ratio_figure(
+    key: str,
+    title: str,
+    comparison: Comparison,
+    *,
+    metric: str,
+    unit: str,
+    target: float,
+    fmt: Callable[[float], str] = lambda v: f"{v:,.0f}",
+) -> Figure:
+    """subject / baseline of a higher-is-better metric, against a minimum ratio."""
+    subject = comparison.median("subject", metric)
+    baseline = comparison.median("baseline", metric)
+    ratio = subject / baseline if baseline else 0.0
+    verdict = "PASS" if ratio >= target and comparison.clean() else "MISS"
+    note = "" if comparison.clean() else "some requests failed: see details"
+    return Figure(
+        key=key,
+        title=title,
+        measured=f"{fmt(subject)} {unit}",
+        baseline=f"{fmt(baseline)} {unit}",
+        ratio=ratio,
+        target=f">= {target}",
+        verdict=verdict,
+        note=note,
+        details={"subject": comparison.subject, "baseline": comparison.baseline},
+    )
+
+
+def check_same_answers(pixy: Server, baseline: Server, detail: dict[str, Any]) -> None:
+    """Both servers must answer the same detail and the same bytes, or the ratio compares nothing."""
+    guid = detail["guid"]
+    with httpx.Client(timeout=30) as client:
+        ours = client.get(f"{pixy.base_url}/image/{guid}")
+        theirs = client.get(f"{baseline.base_url}/image/{guid}")
+        if ours.status_code != 200 or ours.json() != theirs.json():
+            raise RuntimeError(
+                f"PixyProxy and the baseline answer different details:\n{ours.text}\n{theirs.text}"
+            )
+        for server in (pixy, baseline):
+            content = client.get(f"{server.base_url}/image/{guid}/content")
+            if content.status_code != 200 or hashlib.sha256(content.content).hexdigest() != detail["sha256"]:
+                raise RuntimeError(f"{server.name} serves other bytes ({content.status_code})")
+
+
+def pixyproxy_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a PixyProxy server on the embedded default, logging at warning."""
+    return {
+        "PIXYPROXY_REPOSITORY": "sqlite",
+        "PIXYPROXY_DATA_DIR": str(data_dir),
+        "PIXYPROXY_BLOB_STORE": "local",
+        "PIXYPROXY_GENERATOR": "procedural",
+        "PIXYPROXY_LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+def mysql_adapter_present() -> bool:
+    """Whether the MySQL adapter has landed (pixyproxy/adapters/mysql/)."""
+    return importlib.util.find_spec("pixyproxy.adapters.mysql") is not None
+
+
+def openai_adapter_present() -> bool:
+    """Whether the OpenAI adapter and its fake upstream have landed."""
+    return (
+        importlib.util.find_spec("pixyproxy.adapters.openai_images") is not None
+        and (REPO_ROOT / "tests" / "support" / "fake_openai.py").exists()
+    )
+
+
+# --- figures 1, 2 and the logging price: the embedded default (SQLite + local disk) ---------------------
+
+
+def embedded_figures(settings: Settings, workdir: Path) -> tuple[list[Figure], dict[str, int | None]]:
+    """Figures 1 (sqlite) and 2, the INFO-logging price, and the workers' peak RSS."""
+    data_dir = workdir / "data"
+    detail_model, image_file = asyncio.run(
+        seed.seed_sqlite_image(data_dir, seed.png_looking_blob(), prompt="bench: 1 MiB of noise")
+    )
+    detail = detail_model.model_dump(mode="json")
+    detail_json = seed.write_detail_json(detail_model, workdir / "detail.json")
+    guid = detail["guid"]
+    baseline_env = {"BENCH_DETAIL_JSON": str(detail_json), "BENCH_IMAGE_FILE": str(image_file)}
+    figures: list[Figure] = []
+    rss: dict[str, int | None] = {}
+    with (
+        running("baseline", BASELINE_APP, env=baseline_env, log_dir=workdir) as baseline,
+        running("pixyproxy-sqlite", PIXYPROXY_APP, env=pixyproxy_env(data_dir), log_dir=workdir) as pixy,
+    ):
+        check_same_answers(pixy, baseline, detail)
+        detail_path, content_path = f"/image/{guid}", f"/image/{guid}/content"
+
+        log("figure 1: GET /image/{guid}, PixyProxy on SQLite vs bare FastAPI")
+        fig1 = ratio_figure(
+            "1-sqlite",
+            "GET /image/{guid} req/s, SQLite vs bare FastAPI",
+            compare(pixy.base_url + detail_path, baseline.base_url + detail_path, settings),
+            metric="requests_per_s",
+            unit="req/s",
+            target=0.5,
+        )
+        if fig1.verdict == "MISS":
+            profile_miss(fig1, pixy, baseline, detail_path, settings, workdir)
+        figures.append(fig1)
+
+        log("figure 2: GET /image/{guid}/content (1 MiB), PixyProxy vs Starlette FileResponse")
+        content = compare(pixy.base_url + content_path, baseline.base_url + content_path, settings)
+        fig2 = ratio_figure(
+            "2-content",
+            "GET /image/{guid}/content 1 MiB, vs FileResponse",
+            content,
+            metric="mib_per_s",
+            unit="MiB/s",
+            target=0.8,
+        )
+        fig2.note = (
+            fig2.note
+            or f"{content.median('subject', 'requests_per_s'):,.0f} vs "
+            f"{content.median('baseline', 'requests_per_s'):,.0f} req/s"
+        )
+        if fig2.verdict == "MISS":
+            profile_miss(fig2, pixy, baseline, content_path, settings, workdir)
+        figures.append(fig2)
+        rss["pixyproxy-sqlite"] = pixy.peak_rss_bytes()
+        rss["baseline"] = baseline.peak_rss_bytes()
+
+    log("info: GET /image/{guid} with the seed's INFO request logging on")
+    logged_env = pixyproxy_env(data_dir, PIXYPROXY_LOG_LEVEL="INFO")
+    with (
+        running("baseline-2", BASELINE_APP, env=baseline_env, log_dir=workdir) as baseline,
+        running("pixyproxy-logged", "bench.logged_app:create_app", env=logged_env, log_dir=workdir) as pixy,
+    ):
+        info = ratio_figure(
+            "1-sqlite-logged",
+            "as 1, with INFO request logging (serve's default)",
+            compare(pixy.base_url + f"/image/{guid}", baseline.base_url + f"/image/{guid}", settings),
+            metric="requests_per_s",
+            unit="req/s",
+            target=0.5,
+        )
+        info.note = "; ".join(
+            filter(None, ["info only: issue 7 runs every server at log level warning", info.note])
+        )
+        if info.verdict == "MISS":
+            info.details["profile"] = profile_during(
+                pixy, pixy.base_url + f"/image/{guid}", settings, workdir
+            )
+            info.verdict = "info"
+        figures.append(info)
+    return figures, rss
+
+
+# --- figure 1 on MariaDB and figure 4: need the MySQL adapter (branch `mysql`) ------------------------------
+
+
+def mysql_figures(settings: Settings, workdir: Path) -> tuple[list[Figure], dict[str, int | None]]:
+    """Figure 1 on MariaDB and figure 4 (paging cost at 1,000 vs 1,000,000 rows)."""
+    reason = "n/a (MySQL adapter not on main yet)"
+    return (
+        [
+            Figure(
+                "1-mariadb",
+                "GET /image/{guid} req/s, MariaDB vs bare FastAPI",
+                reason,
+                "",
+                None,
+                ">= 0.5",
+                "n/a",
+            ),
+            Figure("4-first", "GET /image first page p50, 1M / 1k rows", reason, "", None, "<= 1.5", "n/a"),
+            Figure(
+                "4-deep", "GET /image 100 pages deep p50, 1M / 1k rows", reason, "", None, "<= 1.5", "n/a"
+            ),
+        ],
+        {},
+    )
+
+
+# --- figure 3: needs the OpenAI adapter (branch `openai`) ---------------------------------------------------
+
+
+def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
+    """Figure 3: 64 concurrent POST /image against an OpenAI-compatible upstream answering after 500 ms.
+
+    TO FILL IN once pixyproxy/adapters/openai_images.py and tests/support/fake_openai.py are on main:
+    start the fake upstream with a 500 ms delay, PixyProxy with PIXYPROXY_GENERATOR=openai,
+    OPENAI_BASE_URL at the fake and PIXYPROXY_MAX_CONCURRENT_GENERATIONS=64, then
+    drive.burst(url, count=64, method="POST", body=...) and compare wall_s with 1.3 x 0.5 s.
+    """
+    return Figure(
+        "3-generate",
+        "64 concurrent POST /image, upstream 500 ms",
+        "n/a (OpenAI adapter not on main yet)",
+        "500 ms upstream",
+        None,
+        "<= 1.3 x 500 ms",
+        "n/a",
+    )
+
+
+# --- figure 5 and the report ------------------------------------------------------------------------------
+
+
+def rss_figure(rss: dict[str, int | None]) -> Figure:
+    """Figure 5: the peak RSS of PixyProxy's worker beside the baseline's; no target was set."""
+    pixy = [value for name, value in rss.items() if name.startswith("pixyproxy") and value]
+    base = rss.get("baseline")
+    peak = max(pixy) if pixy else None
+    measured = f"{peak / MIB:,.0f} MiB" if peak else "n/a"
+    return Figure(
+        "5-rss",
+        "peak RSS of one PixyProxy worker (VmHWM)",
+        measured,
+        f"{base / MIB:,.0f} MiB" if base else "n/a",
+        peak / base if peak and base else None,
+        "report only",
+        "info",
+        note=", ".join(f"{k} {v / MIB:,.0f} MiB" for k, v in rss.items() if v),
+        details={"peak_rss_bytes": rss},
+    )
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    free = subprocess.run(["free", "-h"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "free_h": free,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_generator": drive.load_tool(),
+        "wrk": shutil.which("wrk"),
+    }
+
+
+def table(figures: list[Figure]) -> str:
+    """The figures as a fixed-width text table."""
+    rows = [("#", "figure", "PixyProxy", "baseline", "ratio", "target", "result")]
+    for f in figures:
+        ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
+        rows.append((f.key, f.title, f.measured, f.baseline, ratio, f.target, f.verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"  {f.key}: {f.note}" for f in figures if f.note]
+    return "\n".join(lines + (["", "notes:", *notes] if notes else []))
+
+
+def profiles_text(figures: list[Figure]) -> str:
+    """The hottest frames of every profile taken on a miss, PixyProxy's beside the baseline's packages."""
+    parts = []
+    for f in figures:
+        profile = f.details.get("profile")
+        if not profile:
+            continue
+        parts.append(f"profile of {f.key} ({profile['samples']} samples, {profile['raw']})")
+        parts.append("  top own time:")
+        parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["top_own"][:10])
+        parts.append("  PixyProxy frames, inclusive:")
+        parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["top_inclusive"][:10])
+        baseline = f.details.get("baseline_profile") or {"own_by_package": []}
+        theirs = {row["frame"]: row["pct"] for row in baseline["own_by_package"]}
+        parts.append("  own time by package (PixyProxy | baseline):")
+        parts.extend(
+            f"    {row['pct']:5.1f}% | {theirs.get(row['frame'], 0.0):5.1f}%  {row['frame']}"
+            for row in profile["own_by_package"][:10]
+        )
+    return "\n".join(parts)
+
+
+def main() -> int:
+    """Run every figure, print the table, write bench/results.json."""
+    settings = Settings()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="pixyproxy-bench-"))
+    log(f"load generator: {drive.load_tool()}; work dir {workdir}; {public_settings(settings)}")
+    figures, rss = embedded_figures(settings, workdir)
+    more, more_rss = mysql_figures(settings, workdir)
+    figures[1:1] = more[:1]  # figure 1 on MariaDB sits beside figure 1 on SQLite
+    figures.append(generate_burst_figure(settings, workdir))
+    figures.extend(more[1:])
+    rss.update(more_rss)
+    figures.append(rss_figure(rss))
+    elapsed = time.monotonic() - started
+    report = table(figures)
+    print(report)
+    if drive.load_tool() == "httpx":
+        print(
+            "\ncaveat: the httpx load generator tops out near a few hundred req/s on this kind of machine,"
+            " below both servers, which pulls throughput ratios towards 1: install wrk for meaningful ratios."
+        )
+    profiles = profiles_text(figures)
+    if profiles:
+        print("\n" + profiles)
+    print(f"\n{len(figures)} figures in {elapsed:.0f} s; load generator {drive.load_tool()}; "
+          f"results in {RESULTS_PATH.relative_to(REPO_ROOT)}")  # fmt: skip
+    RESULTS_PATH.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "settings": public_settings(settings),
+                "elapsed_s": elapsed,
+                "table": report,
+                "figures": [asdict(f) for f in figures],
+            },
+            indent=2,
+        )
+    )
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
