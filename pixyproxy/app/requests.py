@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -30,7 +30,11 @@ _FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # The schema pattern says the same to clients: no forbidden control character, and some
 # non-whitespace character, so a prompt that is all whitespace is refused before stripping.
 PROMPT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
-IMAGE_SIZE_PATTERN = r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"
+GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Visible ASCII only: a key travels in an HTTP header and is compared byte for byte.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+# The sizes image APIs commonly offer; every generator PixyProxy ships can draw each of them.
+ImageSize = Literal["256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1024x1792", "1792x1024"]
 
 
 class GenerateImageRequest(BaseModel):
@@ -48,9 +52,9 @@ class GenerateImageRequest(BaseModel):
         ),
         examples=["a red fox in snow"],
     )
-    size: Annotated[str, StringConstraints(pattern=IMAGE_SIZE_PATTERN)] | None = Field(
+    size: ImageSize | None = Field(
         default=None,
-        description="Image size as WIDTHxHEIGHT, where the generator supports it (e.g. 512x512).",
+        description="Image size as WIDTHxHEIGHT; the generator's configured default when absent.",
         examples=["512x512"],
     )
 
@@ -88,6 +92,13 @@ def parse_guid(value: str | UUID) -> UUID:
     if guid is None or str(guid) != value.lower():
         raise InvalidRequestError("must be a UUID like 3f2b1c9e-...-...", field="guid")
     return guid
+
+
+def parse_idempotency_key(key: str) -> str:
+    """The key if it is 1 to 255 visible ASCII characters, else an InvalidRequestError."""
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise InvalidRequestError("must be 1 to 255 visible ASCII characters", field="Idempotency-Key")
+    return key
 
 
 def parse_limit(limit: int) -> int:

@@ -18,12 +18,12 @@ from pixyproxy.app.requests import (
     encode_cursor,
     parse_generate_request,
     parse_guid,
+    parse_idempotency_key,
     parse_limit,
 )
 from pixyproxy.domain.exceptions import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
-    InvalidRequestError,
 )
 from pixyproxy.domain.models import (
     GenerationOptions,
@@ -38,8 +38,6 @@ from pixyproxy.domain.models import (
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
 
 log = logging.getLogger(__name__)
-
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -153,11 +151,7 @@ class ImageService:
             log.exception("could not delete orphan bytes %s; `pixyproxy gc` will find them", key)
 
     async def _generate_once(self, request: GenerateImageRequest, key: str) -> ImageDetail:
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
-            raise InvalidRequestError(
-                f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
-                field="Idempotency-Key",
-            )
+        parse_idempotency_key(key)
         request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         deadline = time.monotonic() + self._idempotency_wait_s
         delay = 0.05

@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
+from pixyproxy.app.maintenance import GarbageCollector
 from pixyproxy.domain.exceptions import ConfigurationError, ImageGenerationException
-from pixyproxy.entrypoints.container import Container, build_container
+from pixyproxy.domain.models import utc_now
+from pixyproxy.entrypoints.container import (
+    Container,
+    build_container,
+    close_adapters,
+    initialize_adapters,
+)
 from pixyproxy.entrypoints.logging_setup import configure_logging
 
 EXIT_CONFIG = 2
@@ -28,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate one image and print its detail as JSON")
     generate.add_argument("prompt")
     generate.add_argument("--size", default=None)
+    gc = commands.add_parser(
+        "gc", help="report bytes with no record and records with no bytes; --delete removes orphan bytes"
+    )
+    gc.add_argument("--delete", action="store_true", help="delete orphan bytes older than the grace period")
+    gc.add_argument("--grace-minutes", type=float, default=60.0, help="minimum age of bytes to delete")
     return parser
 
 
@@ -39,11 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = container.settings()
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "serve":
-            return _serve(args)
+            return _serve(container, args, grace_s=settings.http.shutdown_grace_s)
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":
             return asyncio.run(_generate(container, args.prompt, args.size))
+        if args.command == "gc":
+            return asyncio.run(_gc(container, delete=args.delete, grace_minutes=args.grace_minutes))
     except ConfigurationError as err:
         print(f"pixyproxy: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -53,9 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) -> int:
     import uvicorn
 
+    # uvicorn reports a failed lifespan as a stack trace and exit 3; checking the adapters here
+    # first turns a missing bucket (say) into one line and exit 2. The app repeats it per worker.
+    asyncio.run(_check_adapters(container))
     uvicorn.run(
         "pixyproxy.entrypoints.http.app:create_app",
         factory=True,
@@ -66,8 +85,19 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight
+        # (a generation can take a minute) before the lifespan closes the pools.
+        timeout_graceful_shutdown=math.ceil(grace_s),
     )
     return 0
+
+
+async def _check_adapters(container: Container) -> None:
+
+    try:
+        await initialize_adapters(container)
+    finally:
+        await close_adapters(container)
 
 
 async def _init_db(container: Container) -> int:
@@ -81,14 +111,32 @@ async def _init_db(container: Container) -> int:
 
 
 async def _generate(container: Container, prompt: str, size: str | None) -> int:
+
     service = container.image_service()
     try:
+        await initialize_adapters(container)
         detail = await service.generate({"prompt": prompt, "size": size})
     finally:
-        from pixyproxy.entrypoints.http.app import close_adapters
-
         await close_adapters(container)
     print(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return 0
+
+
+async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> int:
+    collector = GarbageCollector(repository=container.repository(), blob_store=container.blob_store())
+    try:
+        report = await collector.collect(now=utc_now(), grace=timedelta(minutes=grace_minutes), delete=delete)
+    finally:
+        await close_adapters(container)
+    summary = {
+        "records": report.records,
+        "blobs": report.blobs,
+        "orphan_blobs": [b.key for b in report.orphan_blobs],
+        "missing_blobs": [{"guid": str(g), "filename": f} for g, f in report.missing_blobs],
+        "deleted": report.deleted,
+        "kept_younger_than_grace": report.kept_young,
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 

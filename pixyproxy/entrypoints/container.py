@@ -5,6 +5,7 @@ This module, with the entrypoints, is the only place that names concrete adapter
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,17 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
+from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
+from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.app.service import ImageService
+from pixyproxy.entrypoints.metrics import MeteredBlobStore, MeteredImageGenerator, Metrics
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def _seconds(value: float) -> timedelta:
@@ -35,8 +42,6 @@ def _presign_expiry(enabled: bool, expires_s: int) -> int | None:
 class Container(containers.DeclarativeContainer):
     """Every long-lived collaborator of the service, chosen by configuration."""
 
-    wiring_config = containers.WiringConfiguration(modules=["pixyproxy.entrypoints.http.routes"])
-
     config = providers.Configuration(strict=True)
     settings = providers.Dependency(instance_of=Settings)
 
@@ -46,11 +51,25 @@ class Container(containers.DeclarativeContainer):
         sqlite=providers.Singleton(SqliteImageRepository, config.repository.sqlite_path),
     )
 
-    blob_store = providers.Selector(
+    metrics = providers.Singleton(Metrics)
+
+    selected_blob_store = providers.Selector(
         config.blob_store.kind,
         memory=providers.Singleton(InMemoryBlobStore),
         local=providers.Singleton(LocalDiskBlobStore, config.blob_store.local_root),
+        s3=providers.Singleton(
+            S3BlobStore,
+            bucket=config.blob_store.s3_bucket,
+            endpoint_url=config.blob_store.s3_endpoint_url,
+            region=config.blob_store.s3_region,
+            prefix=config.blob_store.s3_prefix,
+            create_bucket=config.blob_store.s3_create_bucket,
+            timeout_s=config.blob_store.s3_timeout_s,
+            max_attempts=config.blob_store.s3_max_attempts,
+        ),
     )
+
+    blob_store = providers.Singleton(MeteredBlobStore, selected_blob_store, metrics=metrics)
 
     upstream_generator = providers.Selector(
         config.generator.kind,
@@ -58,11 +77,22 @@ class Container(containers.DeclarativeContainer):
         procedural=providers.Singleton(
             ProceduralImageGenerator, default_size=config.generator.procedural_size
         ),
+        openai=providers.Singleton(
+            OpenAIImageGenerator,
+            api_key=config.generator.openai_api_key,
+            base_url=config.generator.openai_base_url,
+            model=config.generator.openai_model,
+            size=config.generator.openai_size,
+            quality=config.generator.openai_quality,
+            timeout_s=config.generator.openai_timeout_s,
+            max_retries=config.generator.openai_max_retries,
+            max_download_bytes=config.generator.openai_max_download_bytes,
+        ),
     )
 
     generator = providers.Singleton(
         BoundedImageGenerator,
-        upstream_generator,
+        providers.Singleton(MeteredImageGenerator, upstream_generator, metrics=metrics),
         max_concurrent=config.generator.max_concurrent,
         wait_s=config.generator.queue_timeout_s,
     )
@@ -78,6 +108,8 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    readiness_checker = providers.Factory(ReadinessChecker, repository=repository, blob_store=blob_store)
+
 
 def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:
     """A container from containers.yml and the environment; raises ConfigurationError."""
@@ -85,6 +117,23 @@ def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:
     container = Container(settings=settings)
     container.config.from_dict(_plain(settings))
     return container
+
+
+async def close_adapters(container: Container) -> None:
+    """Close every adapter the container has built, even when one of them fails to close."""
+    for provider in (container.generator, container.blob_store, container.repository):
+        try:
+            await provider().close()
+        except Exception:
+            log.exception("closing %s failed", provider)
+
+
+async def initialize_adapters(container: Container) -> None:
+    """Run the start-up step of each selected adapter that has one (an S3 bucket check, say)."""
+    for provider in (container.repository, container.selected_blob_store, container.upstream_generator):
+        initialize = getattr(provider(), "initialize", None)
+        if initialize is not None:
+            await initialize()
 
 
 def _plain(settings: Settings) -> dict[str, Any]:

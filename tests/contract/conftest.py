@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,13 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
+from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
+from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -32,26 +36,61 @@ async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await repo.close()
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto S3 server process for the session, with fake AWS credentials in the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS_ENV.items():
+            patch.setenv(name, value)
+        with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+            yield server
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
 async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    """Every BlobStore adapter, each fresh and empty."""
-    store: BlobStore = (
-        InMemoryBlobStore() if request.param == "memory" else LocalDiskBlobStore(tmp_path / "blobs")
-    )
+    """Every BlobStore adapter, each fresh and empty (S3: a new bucket on the moto server)."""
+    store: BlobStore
+    if request.param == "memory":
+        store = InMemoryBlobStore()
+    elif request.param == "local":
+        store = LocalDiskBlobStore(tmp_path / "blobs")
+    else:
+        server: MotoServer = request.getfixturevalue("s3_server")
+        s3 = S3BlobStore(
+            bucket=new_bucket_name(),
+            endpoint_url=server.endpoint_url,
+            prefix="images/",
+            create_bucket=True,
+            timeout_s=10,
+            max_attempts=2,
+        )
+        await s3.initialize()
+        store = s3
     try:
         yield store
     finally:
         await store.close()
 
 
-@pytest.fixture(params=["memory", "procedural"])
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """The OpenAI-compatible fake server, in a subprocess, for the whole session."""
+    with running_fake_openai() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["memory", "procedural", "openai"])
 async def generator(request: pytest.FixtureRequest) -> AsyncIterator[ImageGenerator]:
     """Every ImageGenerator adapter, each ready to answer."""
     gen: ImageGenerator
     if request.param == "memory":
         gen = InMemoryImageGenerator()
-    else:
+    elif request.param == "procedural":
         gen = ProceduralImageGenerator(default_size="64x64")
+    else:
+        fake: FakeOpenAI = request.getfixturevalue("fake_openai")
+        fake.reset()
+        gen = OpenAIImageGenerator(api_key="sk-test-contract", base_url=fake.base_url, timeout_s=30)
     try:
         yield gen
     finally:

@@ -12,10 +12,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy import __version__
 from pixyproxy.domain.exceptions import ImageGenerationException
-from pixyproxy.entrypoints.container import Container, build_container
-from pixyproxy.entrypoints.http import routes
+from pixyproxy.entrypoints.container import (
+    Container,
+    build_container,
+    close_adapters,
+    initialize_adapters,
+)
+from pixyproxy.entrypoints.http import ops, routes
+from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
+from pixyproxy.entrypoints.metrics import RequestMetricsMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +32,6 @@ Generate images from prompts, store them, and serve them back.
 Every error is an RFC 9457 `application/problem+json` document with a `request_id`.
 A prompt refused by the generator's content policy is **422** (type `prompt-rejected`).
 """
-
-
-async def close_adapters(container: Container) -> None:
-    """Close every adapter the container has built, even when one of them fails to close."""
-    for provider in (container.generator, container.blob_store, container.repository):
-        try:
-            await provider().close()
-        except Exception:
-            log.exception("closing %s failed", provider)
 
 
 def create_app(container: Container | None = None) -> FastAPI:
@@ -46,6 +44,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         container.repository()
         container.blob_store()
         container.generator()
+        await initialize_adapters(container)
         log.info(
             "PixyProxy %s ready: repository=%s blob_store=%s generator=%s",
             __version__,
@@ -63,11 +62,15 @@ def create_app(container: Container | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.container = container
-    container.wire(modules=[routes])
+    container.wire(modules=[routes, ops])
     app.include_router(routes.router)
+    app.include_router(ops.router)
     for exc_type in (ImageGenerationException, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_exception)
+    # Added innermost first: metrics see every final status, the context wraps auth's refusals.
+    app.add_middleware(ApiKeyMiddleware, keys=container.settings().http.key_list())
     app.add_middleware(RequestContextMiddleware, max_body_bytes=container.config.http.max_body_bytes())
+    app.add_middleware(RequestMetricsMiddleware, metrics=container.metrics())
     _publish_problem_schema(app)
     return app
 

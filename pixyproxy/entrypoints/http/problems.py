@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from pixyproxy.domain import exceptions as errors
 from pixyproxy.entrypoints.logging_setup import current_request_id
@@ -143,16 +144,26 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+# A pattern mismatch would otherwise answer with the regular expression itself.
+PATTERN_MESSAGES = {
+    "prompt": "must contain some text, and no control characters other than newline and tab",
+    "guid": "must be a UUID such as 3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b",
+    "Idempotency-Key": "must be 1 to 255 visible ASCII characters",
+}
+_LOCATIONS = {"body", "path", "query", "header", "cookie"}
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: echoing the input back could reflect a megabyte or a secret.
-    return [
-        {
-            "loc": [str(p) for p in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in exc.errors()
-    ]
+    found = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        kind = str(error.get("type", ""))
+        message = str(error.get("msg", ""))
+        if kind == "string_pattern_mismatch" and loc and loc[-1] in PATTERN_MESSAGES:
+            message = PATTERN_MESSAGES[loc[-1]]
+        found.append({"loc": loc, "msg": message, "type": kind})
+    return found
 
 
 def exception_to_response(exc: BaseException, *, instance: str) -> Response:
@@ -160,7 +171,8 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
     if isinstance(exc, RequestValidationError):
         details = _validation_errors(exc)
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p != "body") or "request"
+        loc = first["loc"][1:] if first["loc"][:1] and first["loc"][0] in _LOCATIONS else first["loc"]
+        where = ".".join(loc) or "request body"
         return problem_response(
             422,
             "invalid-request",
@@ -172,6 +184,9 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
     if isinstance(exc, StarletteHTTPException) and isinstance(exc.__cause__, errors.ImageGenerationException):
         # FastAPI wraps errors raised while reading the body (our body cap) in a 400.
         exc = exc.__cause__
+    elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400 and exc.__cause__ is not None:
+        # The body could not be decoded (not UTF-8): the same 422 as any other malformed JSON.
+        exc = errors.InvalidRequestError("the body is not valid UTF-8 JSON", field="body")
     if isinstance(exc, StarletteHTTPException):
         slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem_response(
@@ -194,7 +209,19 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
     """The one exception handler registered on the app, for every exception type."""
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        # Starlette names only the first route that matched the path; Allow must name them all.
+        exc = StarletteHTTPException(405, exc.detail, headers={"Allow": _allowed_methods(request)})
     return exception_to_response(exc, instance=request.url.path)
+
+
+def _allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

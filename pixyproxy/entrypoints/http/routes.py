@@ -3,14 +3,20 @@
 No `from __future__ import annotations` here: dependency-injector reads the real annotations.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from pixyproxy.app.requests import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, GenerateImageRequest
+from pixyproxy.app.requests import (
+    DEFAULT_PAGE_LIMIT,
+    GUID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_PAGE_LIMIT,
+    GenerateImageRequest,
+)
 from pixyproxy.app.service import ImageService
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
@@ -19,6 +25,7 @@ from pixyproxy.entrypoints.http.problems import problem_responses
 router = APIRouter(tags=["images"])
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The image's GUID.")]
 Service = Annotated[ImageService, Depends(Provide[Container.image_service])]
 
 
@@ -44,7 +51,7 @@ async def generate_image(
         str | None,
         Header(
             alias="Idempotency-Key",
-            max_length=255,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="A retry with the same key and body returns the first result and generates nothing.",
         ),
     ] = None,
@@ -90,29 +97,36 @@ async def list_images(
     responses=problem_responses(401, 404, 422, 500, 503),
 )
 @inject
-async def get_image(guid: str, service: Service) -> ImageDetail:
+async def get_image(guid: GuidPath, service: Service) -> ImageDetail:
     """The detail of one image."""
     return await service.get_detail(guid)
 
 
-@router.api_route(
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The image bytes", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    307: {"description": "Redirect to a presigned URL, when presigning is on"},
+    **problem_responses(401, 404, 422, 500, 503),
+}
+
+
+@router.get(
     "/image/{guid}/content",
-    methods=["GET", "HEAD"],
     summary="Get an image's bytes",
+    operation_id="get_image_content",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The image bytes",
-            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        307: {"description": "Redirect to a presigned URL, when presigning is on"},
-        **problem_responses(401, 404, 422, 500, 503),
-    },
+    responses=CONTENT_RESPONSES,
+)
+@router.head(
+    "/image/{guid}/content",
+    summary="Get an image's headers without its bytes",
+    operation_id="head_image_content",
+    response_class=Response,
+    responses=CONTENT_RESPONSES,
 )
 @inject
 async def get_image_content(
-    guid: str,
+    guid: GuidPath,
     request: Request,
     service: Service,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
@@ -128,12 +142,13 @@ async def get_image_content(
     }
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        # Answered from the record: a presigned URL is signed for GET, so HEAD must not be redirected.
+        headers["Content-Length"] = str(detail.size_bytes)
+        return Response(status_code=200, headers=headers, media_type=detail.content_type)
     location = await service.locate_content(detail)
     if location is not None:
         return RedirectResponse(location, status_code=307, headers={"ETag": etag})
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(detail.size_bytes)
-        return Response(status_code=200, headers=headers, media_type=detail.content_type)
     content = await service.open_content(detail)
     return Response(content.data, headers=headers, media_type=content.content_type)
 

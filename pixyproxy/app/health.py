@@ -1,0 +1,44 @@
+"""Readiness: does each port this worker depends on answer right now?"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pixyproxy.domain.exceptions import ImageGenerationException
+from pixyproxy.ports import BlobStore, ImageRepository
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One dependency's answer."""
+
+    name: str
+    ok: bool
+    detail: str
+    latency_ms: float
+
+
+class ReadinessChecker:
+    """Pings the repository and the blob store concurrently, each within a time limit."""
+
+    def __init__(self, *, repository: ImageRepository, blob_store: BlobStore, timeout_s: float = 3.0) -> None:
+        self._checks = {"repository": repository.ping, "blob_store": blob_store.ping}
+        self._timeout_s = timeout_s
+
+    async def check(self) -> list[CheckResult]:
+        """Every check's result; a check that raises or overruns is not ok."""
+        return list(await asyncio.gather(*(self._run(n, ping) for n, ping in self._checks.items())))
+
+    async def _run(self, name: str, ping: Callable[[], Awaitable[None]]) -> CheckResult:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(ping(), self._timeout_s)
+            ok, detail = True, "ok"
+        except TimeoutError:
+            ok, detail = False, f"no answer within {self._timeout_s:g}s"
+        except ImageGenerationException as err:
+            ok, detail = False, type(err).__name__
+        return CheckResult(name, ok, detail, round((time.perf_counter() - started) * 1000, 1))

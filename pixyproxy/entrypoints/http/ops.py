@@ -1,0 +1,67 @@
+"""Operations endpoints: liveness and readiness probes, and Prometheus metrics."""
+
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from pixyproxy.app.health import ReadinessChecker
+from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.metrics import Metrics
+
+router = APIRouter(tags=["operations"])
+
+
+class Check(BaseModel):
+    """One dependency's state."""
+
+    name: str
+    ok: bool
+    detail: str
+    latency_ms: float
+
+
+class Readiness(BaseModel):
+    """Whether this worker can serve, and why not."""
+
+    ready: bool
+    checks: list[Check]
+
+
+@router.get("/healthz", summary="Liveness: the process answers (no I/O)")
+async def healthz() -> dict[str, str]:
+    """Always ok while the event loop runs."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness: the repository and blob store answer",
+    responses={503: {"model": Readiness, "description": "A dependency is down"}},
+)
+@inject
+async def readyz(
+    response: Response,
+    checker: Annotated[ReadinessChecker, Depends(Provide[Container.readiness_checker])],
+) -> Readiness:
+    """One entry per check; 503 when any is down."""
+    results = await checker.check()
+    ready = all(r.ok for r in results)
+    if not ready:
+        response.status_code = 503
+    return Readiness(ready=ready, checks=[Check(**r.__dict__) for r in results])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this worker",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+@inject
+async def metrics(metrics: Annotated[Metrics, Depends(Provide[Container.metrics])]) -> Response:
+    """Every metric in Prometheus text format."""
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,159 @@
+"""Prometheus metrics: requests, generations and stored bytes, via port decorators and middleware."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixyproxy.domain.models import BlobInfo, GeneratedImage, GenerationOptions
+from pixyproxy.ports import BlobStore, ImageGenerator
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """One registry per app, so tests and several apps in one process never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "pixyproxy_http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "pixyproxy_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generations = Counter(
+            "pixyproxy_generations_total",
+            "Generations by generator and outcome (ok or the error class).",
+            ["generator", "outcome"],
+            registry=self.registry,
+        )
+        self.generation_latency = Histogram(
+            "pixyproxy_generation_duration_seconds",
+            "Generation latency by generator.",
+            ["generator"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generations_in_flight = Gauge(
+            "pixyproxy_generations_in_flight",
+            "Generations under way in this worker.",
+            registry=self.registry,
+        )
+        self.bytes_stored = Counter(
+            "pixyproxy_blob_bytes_stored_total",
+            "Bytes written to the blob store.",
+            registry=self.registry,
+        )
+
+
+class MeteredImageGenerator:
+    """An ImageGenerator that counts and times what the wrapped one does."""
+
+    def __init__(self, inner: ImageGenerator, *, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    @property
+    def name(self) -> str:
+        """The wrapped generator's name."""
+        return self._inner.name
+
+    async def generate(self, prompt: str, *, options: GenerationOptions) -> GeneratedImage:
+        """Generate, recording outcome, latency and in-flight count."""
+        started = time.perf_counter()
+        outcome = "ok"
+        self._metrics.generations_in_flight.inc()
+        try:
+            return await self._inner.generate(prompt, options=options)
+        except BaseException as err:
+            outcome = type(err).__name__
+            raise
+        finally:
+            self._metrics.generations_in_flight.dec()
+            self._metrics.generations.labels(self.name, outcome).inc()
+            self._metrics.generation_latency.labels(self.name).observe(time.perf_counter() - started)
+
+    async def close(self) -> None:
+        """Close the wrapped generator."""
+        await self._inner.close()
+
+
+class MeteredBlobStore:
+    """A BlobStore that counts the bytes the wrapped one stores."""
+
+    def __init__(self, inner: BlobStore, *, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store, then count the bytes."""
+        await self._inner.put(key, data, content_type=content_type)
+        self._metrics.bytes_stored.inc(len(data))
+
+    async def get(self, key: str) -> bytes:
+        """Pass through."""
+        return await self._inner.get(key)
+
+    async def delete(self, key: str) -> None:
+        """Pass through."""
+        await self._inner.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        """Pass through."""
+        return await self._inner.exists(key)
+
+    async def list_blobs(self) -> list[BlobInfo]:
+        """Pass through."""
+        return await self._inner.list_blobs()
+
+    async def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        """Pass through."""
+        return await self._inner.presigned_url(key, expires_s=expires_s)
+
+    async def ping(self) -> None:
+        """Pass through."""
+        await self._inner.ping()
+
+    async def close(self) -> None:
+        """Pass through."""
+        await self._inner.close()
+
+
+class RequestMetricsMiddleware:
+    """Counts and times requests by route template (never the raw path: GUIDs would explode labels)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Observe one request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self._metrics.requests.labels(method, route, str(status)).inc()
+            self._metrics.request_latency.labels(method, route).observe(time.perf_counter() - started)

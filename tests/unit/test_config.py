@@ -1,0 +1,131 @@
+"""containers.yml with environment overrides, and one clear line for a bad setting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixyproxy.adapters.local_disk import LocalDiskBlobStore
+from pixyproxy.adapters.memory import InMemoryImageRepository
+from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.sqlite import SqliteImageRepository
+from pixyproxy.domain.exceptions import ConfigurationError
+from pixyproxy.entrypoints.cli import main
+from pixyproxy.entrypoints.container import build_container
+
+ALL_SETTINGS = [
+    "PIXYPROXY_REPOSITORY",
+    "PIXYPROXY_BLOB_STORE",
+    "PIXYPROXY_GENERATOR",
+    "PIXYPROXY_DATA_DIR",
+    "PIXYPROXY_MYSQL_URL",
+    "PIXYPROXY_S3_BUCKET",
+    "OPENAI_API_KEY",
+    "PIXYPROXY_LOG_LEVEL",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ALL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_the_embedded_adapters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    container = build_container()
+    assert isinstance(container.repository(), SqliteImageRepository)
+    assert isinstance(container.selected_blob_store(), LocalDiskBlobStore)
+    assert container.generator().name == "procedural"
+    assert isinstance(container.upstream_generator(), ProceduralImageGenerator)
+    settings = container.settings()
+    assert settings.repository.sqlite_path == "./pixyproxy-data/pixyproxy.sqlite3"
+    assert settings.http.max_body_bytes == 16384
+    assert settings.http.key_list() == []
+
+
+def test_environment_overrides_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PIXYPROXY_REPOSITORY", "memory")
+    monkeypatch.setenv("PIXYPROXY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PIXYPROXY_MAX_CONCURRENT_GENERATIONS", "3")
+    monkeypatch.setenv("PIXYPROXY_LOG_LEVEL", "debug")
+    container = build_container()
+    assert isinstance(container.repository(), InMemoryImageRepository)
+    assert container.config.blob_store.local_root() == f"{tmp_path}/images"
+    assert container.settings().generator.max_concurrent == 3
+    assert container.settings().logging.level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PIXYPROXY_REPOSITORY", "postgres"),
+        ("PIXYPROXY_BLOB_STORE", "ftp"),
+        ("PIXYPROXY_GENERATOR", "crayons"),
+        ("PIXYPROXY_MAX_CONCURRENT_GENERATIONS", "many"),
+        ("PIXYPROXY_MAX_CONCURRENT_GENERATIONS", "0"),
+        ("PIXYPROXY_LOG_FORMAT", "xml"),
+        ("PIXYPROXY_PROCEDURAL_SIZE", "big"),
+    ],
+)
+def test_a_bad_value_names_its_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as caught:
+        build_container()
+    assert caught.value.setting == name
+    assert value in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PIXYPROXY_REPOSITORY": "mysql"}, "PIXYPROXY_MYSQL_URL"),
+        ({"PIXYPROXY_BLOB_STORE": "s3"}, "PIXYPROXY_S3_BUCKET"),
+        ({"PIXYPROXY_GENERATOR": "openai"}, "OPENAI_API_KEY"),
+    ],
+)
+def test_a_missing_required_value_names_its_setting(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError) as caught:
+        build_container()
+    assert caught.value.setting == named
+
+
+def test_cli_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PIXYPROXY_REPOSITORY", "postgres")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "PIXYPROXY_REPOSITORY" in err
+
+
+def test_serve_process_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pixyproxy.entrypoints.cli", "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", "PIXYPROXY_GENERATOR": "crayons", "PIXYPROXY_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "PIXYPROXY_GENERATOR" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_never_appear_in_the_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXYPROXY_REPOSITORY", "mysql")
+    monkeypatch.setenv("PIXYPROXY_MYSQL_URL", "postgres://user:hunter2@db/x")
+    with pytest.raises(ConfigurationError) as caught:
+        build_container()
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.setting == "PIXYPROXY_MYSQL_URL"
