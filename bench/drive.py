@@ -100,9 +100,20 @@ def steady(url: str, *, concurrency: int, duration_s: float, warmup_s: float) ->
     }
 
 
-def burst(url: str, *, count: int, method: str, body: str | None) -> dict[str, Any]:
+def burst(
+    url: str,
+    *,
+    count: int,
+    method: str,
+    body: str | None,
+    preconnect: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Send `count` requests at once from bench.load; wrk has no burst mode."""
     command = [sys.executable, "-m", "bench.load", url, f"--burst={count}", f"--method={method}"]
     if body is not None:
         command.append(f"--body={body}")
+    if preconnect is not None:
+        command.append(f"--preconnect={preconnect}")
+    command.extend(f"--header={name}: {value}" for name, value in (headers or {}).items())
     return _last_json_line(_run(command, timeout_s=300))

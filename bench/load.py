@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urljoin
 
 import httpx
 
@@ -132,12 +133,19 @@ async def burst(
     method: str = "GET",
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    preconnect: str | None = None,
 ) -> dict[str, Any]:
-    """Send `count` requests at the same moment; report the wall time until the last answer."""
+    """Send `count` requests at the same moment; report the wall time until the last answer.
+
+    With `preconnect` (a path on the same server), every client first GETs it, so that the
+    burst measures requests on open connections rather than `count` simultaneous TCP handshakes.
+    """
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     clients = _clients(count)
     gate = asyncio.Event()
+    if preconnect is not None:
+        await asyncio.gather(*(client.get(urljoin(url, preconnect)) for client in clients))
 
     async def one(client: httpx.AsyncClient) -> None:
         await gate.wait()
@@ -180,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--burst", type=int, default=0, help="send this many requests at once instead")
+    parser.add_argument("--preconnect", default=None, help="burst: a path each client GETs first")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     return parser
 
 
@@ -187,10 +197,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one load and print its result as JSON."""
     args = _parser().parse_args(argv)
     body = args.body.encode() if args.body is not None else None
-    headers = {"content-type": "application/json"} if body is not None else None
+    headers = dict(header.split(": ", 1) for header in args.header)
+    if body is not None:
+        headers.setdefault("content-type", "application/json")
     if args.burst > 0:
-        result = asyncio.run(
-            burst(args.url, count=args.burst, method=args.method, body=body, headers=headers)
+        result = run_loop(
+            burst(
+                args.url,
+                count=args.burst,
+                method=args.method,
+                body=body,
+                headers=headers,
+                preconnect=args.preconnect,
+            )
         )
     else:
         result = run_loop(
