@@ -50,7 +50,7 @@ class OpenAIImageGenerator:
         *,
         api_key: str,
         base_url: str | None = None,
-        model: str = "gpt-image-1",
+        model: str = "gpt-image-2.5-flare",
         size: str = "1024x1024",
         quality: str = "auto",
         timeout_s: float = 120.0,

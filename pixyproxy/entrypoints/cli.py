@@ -102,11 +102,15 @@ async def _check_adapters(container: Container) -> None:
 
 async def _init_db(container: Container) -> int:
     repository = container.repository()
+    # Repositories with an explicit schema step (mysql) run it; the others create theirs on open.
+    create_schema = getattr(repository, "create_schema", None)
     try:
+        version = await create_schema() if create_schema is not None else None
         await repository.ping()
     finally:
         await repository.close()
-    print(f"schema ready ({container.config.repository.kind()})")
+    suffix = f", schema version {version}" if version is not None else ""
+    print(f"schema ready ({container.config.repository.kind()}{suffix})")
     return 0
 
 

@@ -18,6 +18,7 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
+from pixyproxy.adapters.mysql import MySqlImageRepository
 from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.s3 import S3BlobStore
@@ -25,6 +26,11 @@ from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
 from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.app.service import ImageService
+from pixyproxy.domain.exceptions import (
+    BlobStoreUnavailableError,
+    GeneratorUnavailableError,
+    RepositoryUnavailableError,
+)
 from pixyproxy.entrypoints.metrics import MeteredBlobStore, MeteredImageGenerator, Metrics
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
@@ -49,6 +55,13 @@ class Container(containers.DeclarativeContainer):
         config.repository.kind,
         memory=providers.Singleton(InMemoryImageRepository),
         sqlite=providers.Singleton(SqliteImageRepository, config.repository.sqlite_path),
+        mysql=providers.Singleton(
+            MySqlImageRepository,
+            config.repository.mysql_url,
+            pool_size=config.repository.mysql_pool_size,
+            connect_timeout_s=config.repository.mysql_connect_timeout_s,
+            init_schema=config.repository.init_schema,
+        ),
     )
 
     metrics = providers.Singleton(Metrics)
@@ -129,11 +142,20 @@ async def close_adapters(container: Container) -> None:
 
 
 async def initialize_adapters(container: Container) -> None:
-    """Run the start-up step of each selected adapter that has one (an S3 bucket check, say)."""
+    """Run the start-up step of each selected adapter that has one (a schema, a bucket check).
+
+    A wrong setting (a bucket that does not exist) stops start-up. A dependency that is only
+    down does not: requests answer 503 and /readyz says why until it is back, and the adapters
+    retry on first use, so PixyProxy never needs a restart for it.
+    """
     for provider in (container.repository, container.selected_blob_store, container.upstream_generator):
         initialize = getattr(provider(), "initialize", None)
-        if initialize is not None:
+        if initialize is None:
+            continue
+        try:
             await initialize()
+        except (RepositoryUnavailableError, BlobStoreUnavailableError, GeneratorUnavailableError) as err:
+            log.warning("not ready at start-up, will retry on first use: %s", err)
 
 
 def _plain(settings: Settings) -> dict[str, Any]:

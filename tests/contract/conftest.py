@@ -20,11 +20,16 @@ from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
 from tests.support.fake_openai import FakeOpenAI, running_fake_openai
 from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
+from tests.support.mysql import fresh_mysql_repository
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
 async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ImageRepository]:
     """Every ImageRepository adapter, each fresh and empty."""
+    if request.param == "mysql":
+        async with fresh_mysql_repository() as mysql_repo:
+            yield mysql_repo
+        return
     repo: ImageRepository
     if request.param == "memory":
         repo = InMemoryImageRepository()

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from pixyproxy.domain.exceptions import DuplicateImageError, ImageNotFoundError
-from pixyproxy.domain.models import PageKey
+from pixyproxy.domain.models import GenerationInfo, PageKey
 from pixyproxy.ports import ImageRepository
 from tests.support.builders import BASE_TIME, new_image
 
@@ -179,3 +179,53 @@ async def test_concurrent_claims_of_one_key_let_exactly_one_win(
 
 async def test_ping_answers(repository: ImageRepository) -> None:
     await repository.ping()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("key", "key "), ("key", "KEY"), ("caf\u00e9", "cafe\u0301"), ("k", "k\t")],
+    ids=["trailing-space", "case", "unicode-normalisation", "trailing-tab"],
+)
+async def test_idempotency_keys_are_compared_exactly(
+    repository: ImageRepository, first: str, second: str
+) -> None:
+    assert await repository.claim_idempotency_key(first, request_hash="h1", now=BASE_TIME) is None
+    assert await repository.claim_idempotency_key(second, request_hash="h2", now=BASE_TIME) is None
+    held = await repository.claim_idempotency_key(second, request_hash="h3", now=BASE_TIME)
+    assert held is not None
+    assert (held.key, held.request_hash) == (second, "h2")
+
+
+async def test_idempotency_key_text_and_time_round_trip(repository: ImageRepository) -> None:
+    key = "emoji 🦊 '; DROP TABLE idempotency_keys;-- " + "x" * 200
+    await repository.claim_idempotency_key(key, request_hash="h", now=BASE_TIME)
+    held = await repository.claim_idempotency_key(key, request_hash="other", now=BASE_TIME)
+    assert held is not None
+    assert (held.key, held.created_at) == (key, BASE_TIME)
+
+
+async def test_generation_info_round_trips(repository: ImageRepository) -> None:
+    generation = GenerationInfo(
+        generator="openai",
+        model="gpt-image-1",
+        revised_prompt="a fox 🦊 in \"quotes\" and 'apostrophes'",
+        upstream_request_id="req_123",
+        latency_ms=1234.5,
+        usage={"input_tokens": 7, "output_tokens": 4160},
+    )
+    image = new_image().model_copy(update={"generation": generation})
+    await repository.add(image)
+    assert (await repository.get(image.guid)).generation == generation
+
+
+async def test_page_key_beyond_either_end(repository: ImageRepository) -> None:
+    images = [new_image(offset_us=i) for i in range(3)]
+    for image in images:
+        await repository.add(image)
+    newest_guid = max(i.guid for i in images)
+    after_all = PageKey(created_at=BASE_TIME - timedelta(days=1), guid=newest_guid)
+    before_all = PageKey(created_at=BASE_TIME + timedelta(days=1), guid=newest_guid)
+    assert await repository.list_page(limit=10, after=after_all) == []
+    assert [r.guid for r in await repository.list_page(limit=10, after=before_all)] == [
+        i.guid for i in reversed(images)
+    ]

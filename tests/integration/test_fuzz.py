@@ -38,7 +38,7 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
             timeout=600,
             check=False,
         )
-        logs = server.logs()
+    logs = server.logs()
     assert result.returncode == 0, result.stdout[-8000:]
     assert "No issues found" in result.stdout
     assert "Selected: 8/8" in result.stdout

@@ -78,7 +78,7 @@ async def test_provenance_comes_from_the_upstream_answer(gen: OpenAIImageGenerat
     info = image.generation
     assert image.content_type == "image/png"
     assert info.generator == "openai"
-    assert info.model == "gpt-image-1"
+    assert info.model == "gpt-image-2.5-flare"
     assert info.revised_prompt == "A detailed picture of a red fox"
     assert info.upstream_request_id is not None
     assert info.upstream_request_id.startswith("req_")
@@ -90,7 +90,7 @@ async def test_provenance_comes_from_the_upstream_answer(gen: OpenAIImageGenerat
     body = upstream.stats()["last_body"]
     assert "response_format" not in body  # gpt-image models refuse it
     assert body["size"] == "1024x1024"
-    assert body["model"] == "gpt-image-1"
+    assert body["model"] == "gpt-image-2.5-flare"
 
 
 async def test_request_size_overrides_the_configured_size(gen: OpenAIImageGenerator, upstream) -> None:

@@ -38,7 +38,8 @@ def test_embedded_server_serves_all_four_endpoints(tmp_path: Path) -> None:
             assert image.format == "PNG"
             assert image.size == (512, 512)
 
-        logs = server.logs()
+    # Read after the server has stopped: the last END line may not be written before that.
+    logs = server.logs()
     lines = LINE.findall(logs)
     starts = {(rid, method, path) for rid, kind, method, path in lines if kind == "START"}
     ends = {(rid, method, path) for rid, kind, method, path in lines if kind == "END"}

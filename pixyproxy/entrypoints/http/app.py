@@ -41,7 +41,6 @@ def create_app(container: Container | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Build the adapters now, so a bad binding fails start-up rather than the first request.
-        container.repository()
         container.blob_store()
         container.generator()
         await initialize_adapters(container)

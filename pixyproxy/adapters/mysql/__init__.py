@@ -1,0 +1,7 @@
+"""The MySQL/MariaDB repository adapter and its schema set-up."""
+
+from pixyproxy.adapters.mysql.connection import MySqlTarget, parse_mysql_url
+from pixyproxy.adapters.mysql.init import SCHEMA_VERSION, init_schema
+from pixyproxy.adapters.mysql.repository import MySqlImageRepository
+
+__all__ = ["SCHEMA_VERSION", "MySqlImageRepository", "MySqlTarget", "init_schema", "parse_mysql_url"]

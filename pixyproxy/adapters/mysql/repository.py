@@ -1,0 +1,336 @@
+"""MySQL/MariaDB image repository (aiomysql): a lazily opened pool, `%(name)s` parameters only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import aiomysql
+import pymysql
+from pymysql.constants import ER
+
+from pixyproxy.adapters.mysql.connection import (
+    error_number,
+    is_connection_lost,
+    parse_mysql_url,
+    unavailable,
+)
+from pixyproxy.adapters.mysql.init import init_schema
+from pixyproxy.domain.exceptions import (
+    DuplicateImageError,
+    ImageNotFoundError,
+    RepositoryUnavailableError,
+)
+from pixyproxy.domain.models import (
+    GenerationInfo,
+    IdempotencyRecord,
+    ImageRecord,
+    NewImage,
+    PageKey,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+
+_COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
+_SELECT = "SELECT " + _COLUMNS + " FROM images"  # noqa: S608  # constants only; values are %(named)s
+_NEWEST_FIRST = " ORDER BY created_at DESC, guid DESC LIMIT %(limit)s"
+# Spelled out rather than as a row comparison, so MySQL uses the (created_at, guid) index.
+_AFTER = " WHERE created_at < %(created_at)s OR (created_at = %(created_at)s AND guid < %(guid)s)"
+_INSERT = (
+    "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256, generation,"
+    " created_at, updated_at) VALUES (%(guid)s, %(prompt)s, %(filename)s, %(content_type)s,"
+    " %(size_bytes)s, %(sha256)s, %(generation)s, %(created_at)s, %(updated_at)s)"
+)
+_IDEMPOTENCY_COLUMNS = "SELECT idem_key, request_hash, guid, created_at FROM idempotency_keys"
+_CLAIM_ATTEMPTS = 5
+
+
+def _to_db_time(value: datetime) -> datetime:
+    """Naive UTC: DATETIME has no zone, and every session runs at +00:00."""
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _from_db_time(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+def image_to_row(image: NewImage) -> dict[str, Any]:
+    """The SQL parameters of a record: the one place a model becomes a row."""
+    return {
+        "guid": str(image.guid),
+        "prompt": image.prompt,
+        "filename": image.filename,
+        "content_type": image.content_type,
+        "size_bytes": image.size_bytes,
+        "sha256": image.sha256,
+        "generation": image.generation.model_dump_json(),
+        "created_at": _to_db_time(image.created_at),
+        "updated_at": _to_db_time(image.updated_at),
+    }
+
+
+def row_to_image(row: Row) -> ImageRecord:
+    """The record of a row: the one place a row becomes a model."""
+    return ImageRecord(
+        id=int(row["id"]),
+        guid=UUID(row["guid"]),
+        prompt=row["prompt"],
+        filename=row["filename"],
+        content_type=row["content_type"],
+        size_bytes=int(row["size_bytes"]),
+        sha256=row["sha256"],
+        generation=GenerationInfo.model_validate(json.loads(row["generation"])),
+        created_at=_from_db_time(row["created_at"]),
+        updated_at=_from_db_time(row["updated_at"]),
+    )
+
+
+def row_to_idempotency(row: Row) -> IdempotencyRecord:
+    """The idempotency record of a row."""
+    key = row["idem_key"]
+    return IdempotencyRecord(
+        key=key.decode() if isinstance(key, bytes | bytearray) else key,
+        request_hash=row["request_hash"],
+        guid=UUID(row["guid"]) if row["guid"] else None,
+        created_at=_from_db_time(row["created_at"]),
+    )
+
+
+class MySqlImageRepository:
+    """Image records in MySQL or MariaDB, through an aiomysql pool opened on first use."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout_s: float = 5.0,
+        init_schema: bool = False,
+        query_timeout_s: float = 30.0,
+        acquire_timeout_s: float | None = None,
+        pool_recycle_s: int = 600,
+    ) -> None:
+        self._target = parse_mysql_url(url)
+        self._pool_size = pool_size
+        self._connect_timeout_s = connect_timeout_s
+        self._query_timeout_s = query_timeout_s
+        # Waiting for a free connection includes opening one, which may take the connect timeout.
+        self._acquire_timeout_s = acquire_timeout_s or max(10.0, 2 * connect_timeout_s)
+        self._pool_recycle_s = pool_recycle_s
+        self._schema_ready = not init_schema
+        self._pool: aiomysql.Pool | None = None
+        self._lock = asyncio.Lock()
+        self._wakeups: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"MySqlImageRepository({self._target.describe()})"
+
+    async def initialize(self) -> None:
+        """Create the schema if configured to, and check the server answers. Called at start-up."""
+        await self.ping()
+
+    async def create_schema(self) -> int:
+        """Create the database and tables if missing (idempotent); return the schema version."""
+        version = await init_schema(self._target, connect_timeout_s=self._connect_timeout_s)
+        self._schema_ready = True
+        return version
+
+    async def _get_pool(self) -> aiomysql.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    if not self._schema_ready:
+                        # Not done yet (or the server was down at start-up): try again now.
+                        await self.create_schema()
+                    # minsize=0: creating the pool opens nothing, so it cannot fail half-way.
+                    self._pool = await aiomysql.create_pool(
+                        minsize=0,
+                        maxsize=self._pool_size,
+                        pool_recycle=self._pool_recycle_s,
+                        **self._target.connect_kwargs(connect_timeout_s=self._connect_timeout_s),
+                    )
+        return self._pool
+
+    async def _acquire(self) -> tuple[aiomysql.Pool, aiomysql.Connection]:
+        pool = await self._get_pool()
+        try:
+            async with asyncio.timeout(self._acquire_timeout_s):
+                connection = await pool.acquire()
+        except TimeoutError as err:
+            raise RepositoryUnavailableError(
+                f"no connection to {self._target.describe()} within {self._acquire_timeout_s:g}s"
+            ) from err
+        except (pymysql.err.MySQLError, OSError) as err:
+            raise unavailable(err, self._target) from err
+        except RuntimeError as err:  # aiomysql: "Cannot acquire connection after closing pool"
+            raise RepositoryUnavailableError("the repository is closed") from err
+        return pool, connection
+
+    def _release(self, pool: aiomysql.Pool, connection: aiomysql.Connection, *, broken: bool) -> None:
+        if broken:
+            connection.close()  # never hand a connection in an unknown state to the next request
+        pool.release(connection)
+        if connection.closed:
+            # aiomysql only wakes waiters when it keeps the connection; tell them a slot is free.
+            task = asyncio.get_running_loop().create_task(pool._wakeup())
+            self._wakeups.add(task)
+            task.add_done_callback(self._wakeups.discard)
+
+    async def _run(self, operation: Callable[[Any], Awaitable[T]], *, retry_lost: bool) -> T:
+        """Run `operation(cursor)` on a pooled connection, translating driver errors.
+
+        With `retry_lost`, a connection found dead (killed, server restarted) is replaced once:
+        only for statements that are safe to run twice.
+        """
+        attempt = 1
+        while True:
+            pool, connection = await self._acquire()
+            try:
+                async with asyncio.timeout(self._query_timeout_s):
+                    cursor = await connection.cursor(aiomysql.DictCursor)
+                    result = await operation(cursor)
+                    await cursor.close()
+            except pymysql.err.IntegrityError:
+                self._release(pool, connection, broken=False)  # the server refused a row; all is well
+                raise
+            except BaseException as err:
+                self._release(pool, connection, broken=True)
+                if not isinstance(err, pymysql.err.MySQLError | OSError):
+                    raise
+                if retry_lost and attempt == 1 and is_connection_lost(err):
+                    log.warning("MySQL connection lost (%s); retrying on a fresh one", error_number(err))
+                    attempt += 1
+                    continue
+                if not is_connection_lost(err) and isinstance(err, pymysql.err.ProgrammingError):
+                    log.error("MySQL refused a statement", exc_info=err)
+                raise unavailable(err, self._target) from err
+            self._release(pool, connection, broken=False)
+            return result
+
+    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        """Rows of a read; a dead connection is retried once."""
+
+        async def fetch(cursor: Any) -> list[Row]:
+            await cursor.execute(sql, params)
+            return list(await cursor.fetchall())
+
+        return await self._run(fetch, retry_lost=True)
+
+    async def _execute(self, sql: str, params: Mapping[str, Any], *, retry_lost: bool) -> int:
+        """The affected row count of a write."""
+
+        async def execute(cursor: Any) -> int:
+            return int(await cursor.execute(sql, params))
+
+        return await self._run(execute, retry_lost=retry_lost)
+
+    async def add(self, image: NewImage) -> ImageRecord:
+        """Insert a record; its id comes from AUTO_INCREMENT."""
+        row = image_to_row(image)
+
+        async def insert(cursor: Any) -> int:
+            await cursor.execute(_INSERT, row)
+            return int(cursor.lastrowid)
+
+        try:
+            # Never retried: if the first attempt committed before the connection died, a retry
+            # would report a duplicate of our own row.
+            new_id = await self._run(insert, retry_lost=False)
+        except pymysql.err.IntegrityError as err:
+            if error_number(err) == ER.DUP_ENTRY:
+                raise DuplicateImageError(image.guid) from err
+            raise unavailable(err, self._target) from err
+        return row_to_image({**row, "id": new_id})
+
+    async def get(self, guid: UUID) -> ImageRecord:
+        """The record with this GUID."""
+        rows = await self._fetch(_SELECT + " WHERE guid = %(guid)s", {"guid": str(guid)})
+        if not rows:
+            raise ImageNotFoundError(guid)
+        return row_to_image(rows[0])
+
+    async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
+        """Newest first by (created_at, guid), keyset-paged."""
+        if after is None:
+            rows = await self._fetch(_SELECT + _NEWEST_FIRST, {"limit": limit})
+        else:
+            params = {"limit": limit, "created_at": _to_db_time(after.created_at), "guid": str(after.guid)}
+            rows = await self._fetch(_SELECT + _AFTER + _NEWEST_FIRST, params)
+        return [row_to_image(row) for row in rows]
+
+    async def list_all_filenames(self) -> list[tuple[UUID, str]]:
+        """Every record's (guid, filename)."""
+        rows = await self._fetch("SELECT guid, filename FROM images", {})
+        return [(UUID(row["guid"]), row["filename"]) for row in rows]
+
+    async def claim_idempotency_key(
+        self, key: str, *, request_hash: str, now: datetime
+    ) -> IdempotencyRecord | None:
+        """Insert the key; on a duplicate key, return the record holding it."""
+        # The key goes in as text and is stored as its UTF-8 bytes in the VARBINARY column, which
+        # then compares byte for byte (aiomysql 0.3 cannot escape bytes parameters).
+        params = {"key": key, "request_hash": request_hash, "created_at": _to_db_time(now)}
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                await self._execute(
+                    "INSERT INTO idempotency_keys (idem_key, request_hash, guid, created_at)"
+                    " VALUES (%(key)s, %(request_hash)s, NULL, %(created_at)s)",
+                    params,
+                    retry_lost=False,
+                )
+            except pymysql.err.IntegrityError as err:
+                if error_number(err) != ER.DUP_ENTRY:
+                    raise unavailable(err, self._target) from err
+            else:
+                return None
+            rows = await self._fetch(_IDEMPOTENCY_COLUMNS + " WHERE idem_key = %(key)s", params)
+            if rows:
+                return row_to_idempotency(rows[0])
+            # Released between our two statements: claim again.
+        raise RepositoryUnavailableError(f"idempotency key {key!r} kept changing hands")
+
+    async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
+        """Point the key at its image."""
+        await self._execute(
+            "UPDATE idempotency_keys SET guid = %(guid)s WHERE idem_key = %(key)s",
+            {"guid": str(guid), "key": key},
+            retry_lost=True,
+        )
+
+    async def release_idempotency_key(self, key: str) -> None:
+        """Forget the key."""
+        await self._execute(
+            "DELETE FROM idempotency_keys WHERE idem_key = %(key)s", {"key": key}, retry_lost=True
+        )
+
+    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
+        """Drop keys created before `older_than`."""
+        return await self._execute(
+            "DELETE FROM idempotency_keys WHERE created_at < %(older_than)s",
+            {"older_than": _to_db_time(older_than)},
+            retry_lost=True,
+        )
+
+    async def ping(self) -> None:
+        """Run a trivial query (opening the pool, and creating the schema if that is pending)."""
+        await self._fetch("SELECT 1 AS ok", {})
+
+    async def close(self) -> None:
+        """Close the pool; a later call opens a new one."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.close()
+        try:
+            async with asyncio.timeout(5):
+                await pool.wait_closed()
+        except TimeoutError:
+            pool.terminate()  # connections still checked out after 5s: cut them
