@@ -34,6 +34,7 @@ import httpx
 from bench import drive, seed
 from bench.profile import py_spy, start_recording, summarise
 from bench.servers import BASELINE_APP, PIXYPROXY_APP, REPO_ROOT, Server, running
+from pixyproxy.domain.models import NewImage
 
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
 MIB = 1024 * 1024
@@ -209,19 +210,44 @@ def openai_adapter_present() -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """The one 1 MiB image every read figure serves, and where PixyProxy and the baseline find it."""
+
+    image: NewImage
+    detail: dict[str, Any]
+    data_dir: Path
+    baseline_env: dict[str, str]
+
+    @property
+    def guid(self) -> str:
+        """The image's GUID as text."""
+        return str(self.detail["guid"])
+
+
+def seed_image(workdir: Path) -> Seeded:
+    """1 MiB of noise behind a PNG signature, stored through the SQLite and local-disk adapters."""
+    data_dir = workdir / "data"
+    data = seed.png_looking_blob()
+    image = seed.new_image(data, prompt="bench: 1 MiB of noise")
+    detail_model, image_file = asyncio.run(seed.seed_sqlite_image(data_dir, image, data))
+    detail_json = seed.write_detail_json(detail_model, workdir / "detail.json")
+    return Seeded(
+        image=image,
+        detail=detail_model.model_dump(mode="json"),
+        data_dir=data_dir,
+        baseline_env={"BENCH_DETAIL_JSON": str(detail_json), "BENCH_IMAGE_FILE": str(image_file)},
+    )
+
+
 # --- figures 1, 2 and the logging price: the embedded default (SQLite + local disk) ---------------------
 
 
-def embedded_figures(settings: Settings, workdir: Path) -> tuple[list[Figure], dict[str, int | None]]:
+def embedded_figures(
+    settings: Settings, workdir: Path, seeded: Seeded
+) -> tuple[list[Figure], dict[str, int | None]]:
     """Figures 1 (sqlite) and 2, the INFO-logging price, and the workers' peak RSS."""
-    data_dir = workdir / "data"
-    detail_model, image_file = asyncio.run(
-        seed.seed_sqlite_image(data_dir, seed.png_looking_blob(), prompt="bench: 1 MiB of noise")
-    )
-    detail = detail_model.model_dump(mode="json")
-    detail_json = seed.write_detail_json(detail_model, workdir / "detail.json")
-    guid = detail["guid"]
-    baseline_env = {"BENCH_DETAIL_JSON": str(detail_json), "BENCH_IMAGE_FILE": str(image_file)}
+    data_dir, detail, guid, baseline_env = seeded.data_dir, seeded.detail, seeded.guid, seeded.baseline_env
     figures: list[Figure] = []
     rss: dict[str, int | None] = {}
     with (
@@ -283,10 +309,7 @@ def embedded_figures(settings: Settings, workdir: Path) -> tuple[list[Figure], d
             filter(None, ["info only: issue 7 runs every server at log level warning", info.note])
         )
         if info.verdict == "MISS":
-            info.details["profile"] = profile_during(
-                pixy, pixy.base_url + f"/image/{guid}", settings, workdir
-            )
-            info.verdict = "info"
+            info.verdict = "info"  # not a target of issue 7; figure 1's profile says where the time goes
         figures.append(info)
     return figures, rss
 
@@ -294,26 +317,141 @@ def embedded_figures(settings: Settings, workdir: Path) -> tuple[list[Figure], d
 # --- figure 1 on MariaDB and figure 4: need the MySQL adapter (branch `mysql`) ------------------------------
 
 
-def mysql_figures(settings: Settings, workdir: Path) -> tuple[list[Figure], dict[str, int | None]]:
-    """Figure 1 on MariaDB and figure 4 (paging cost at 1,000 vs 1,000,000 rows)."""
-    reason = "n/a (MySQL adapter not on main yet)"
-    return (
-        [
-            Figure(
-                "1-mariadb",
-                "GET /image/{guid} req/s, MariaDB vs bare FastAPI",
-                reason,
-                "",
-                None,
-                ">= 0.5",
-                "n/a",
+PAGE_LIMIT = 10
+DEEP_PAGES = 100
+SMALL, LARGE = 1_000, 1_000_000
+
+
+def deep_page_url(server: Server, *, limit: int, page: int) -> str:
+    """The URL of page `page` (1 = first) of GET /image, reached by following Link rel=next."""
+    url = f"{server.base_url}/image?limit={limit}"
+    with httpx.Client(timeout=30) as client:
+        for _ in range(page - 1):
+            response = client.get(url)
+            response.raise_for_status()
+            link = response.links.get("next", {}).get("url")
+            if link is None:
+                raise RuntimeError(f"{server.name}: no page after {url}")
+            url = str(httpx.URL(server.base_url).join(link))
+    return url
+
+
+def mysql_figures(
+    settings: Settings, workdir: Path, seeded: Seeded
+) -> tuple[list[Figure], dict[str, int | None]]:
+    """Figure 1 on MariaDB, and figure 4: GET /image at 1,000 and at 1,000,000 rows."""
+    keys = (
+        ("1-mariadb", "GET /image/{guid} req/s, MariaDB vs bare FastAPI", ">= 0.5"),
+        ("4-first", f"GET /image?limit={PAGE_LIMIT} first page p50, 1M / 1k rows", "<= 1.5"),
+        ("4-deep", f"GET /image page {DEEP_PAGES} by cursor p50, 1M / 1k rows", "<= 1.5"),
+    )
+
+    def unavailable(reason: str) -> list[Figure]:
+        return [Figure(key, title, reason, "", None, target, "n/a") for key, title, target in keys]
+
+    if not mysql_adapter_present():
+        return unavailable("n/a (MySQL adapter not on main yet)"), {}
+    from bench import mariadb
+    from pixyproxy.adapters.mysql.connection import parse_mysql_url
+
+    why = mariadb.reachable(settings.mysql_url)
+    if why is not None:
+        return unavailable(f"n/a (MariaDB unreachable: {why})"), {}
+    base = parse_mysql_url(settings.mysql_url).database
+    small_url = mariadb.url_with_database(settings.mysql_url, base + "_1k")
+    large_url = mariadb.url_with_database(settings.mysql_url, base + "_1m")
+    try:
+        log(f"figure 4: loading {SMALL:,} and {LARGE:,} images into MariaDB")
+        small = mariadb.create_loaded_database(small_url, rows=SMALL, seeded=seeded.image)
+        large = mariadb.create_loaded_database(large_url, rows=LARGE, seeded=seeded.image)
+        log(f"loaded {large.rows:,} rows in {large.load_s:.0f} s")
+        return _measure_mysql(settings, workdir, seeded, small_url, large_url, keys, loads=[small, large])
+    finally:
+        mariadb.drop_database(small_url)
+        mariadb.drop_database(large_url)
+
+
+def _measure_mysql(
+    settings: Settings,
+    workdir: Path,
+    seeded: Seeded,
+    small_url: str,
+    large_url: str,
+    keys: tuple[tuple[str, str, str], ...],
+    *,
+    loads: list[Any],
+) -> tuple[list[Figure], dict[str, int | None]]:
+    def env(url: str) -> dict[str, str]:
+        return pixyproxy_env(seeded.data_dir, PIXYPROXY_REPOSITORY="mysql", PIXYPROXY_MYSQL_URL=url)
+
+    detail_path = f"/image/{seeded.guid}"
+    with (
+        running("baseline-3", BASELINE_APP, env=seeded.baseline_env, log_dir=workdir) as baseline,
+        running("pixyproxy-mysql-1k", PIXYPROXY_APP, env=env(small_url), log_dir=workdir) as small,
+        running("pixyproxy-mysql-1m", PIXYPROXY_APP, env=env(large_url), log_dir=workdir) as large,
+    ):
+        check_same_answers(small, baseline, seeded.detail)
+        log("figure 1: GET /image/{guid}, PixyProxy on MariaDB vs bare FastAPI")
+        key, title, _ = keys[0]
+        fig1 = ratio_figure(
+            key,
+            title,
+            compare(small.base_url + detail_path, baseline.base_url + detail_path, settings),
+            metric="requests_per_s",
+            unit="req/s",
+            target=0.5,
+        )
+        if fig1.verdict == "MISS":
+            profile_miss(fig1, small, baseline, detail_path, settings, workdir)
+
+        log(f"figure 4: first page and page {DEEP_PAGES}, at {SMALL:,} and {LARGE:,} rows")
+        urls = {
+            "first": (
+                f"{small.base_url}/image?limit={PAGE_LIMIT}",
+                f"{large.base_url}/image?limit={PAGE_LIMIT}",
             ),
-            Figure("4-first", "GET /image first page p50, 1M / 1k rows", reason, "", None, "<= 1.5", "n/a"),
-            Figure(
-                "4-deep", "GET /image 100 pages deep p50, 1M / 1k rows", reason, "", None, "<= 1.5", "n/a"
+            "deep": (
+                deep_page_url(small, limit=PAGE_LIMIT, page=DEEP_PAGES),
+                deep_page_url(large, limit=PAGE_LIMIT, page=DEEP_PAGES),
             ),
-        ],
-        {},
+        }
+        runs: dict[str, Comparison] = {name: Comparison(subject=[], baseline=[]) for name in urls}
+        for _ in range(settings.rounds):
+            for name, (small_page, large_page) in urls.items():
+                runs[name].baseline.append(
+                    steady(small_page, settings, concurrency=settings.latency_concurrency)
+                )
+                runs[name].subject.append(
+                    steady(large_page, settings, concurrency=settings.latency_concurrency)
+                )
+        figures = [fig1]
+        for (key, title, _), name in zip(keys[1:], urls, strict=True):
+            figure = latency_figure(key, title, runs[name], target=1.5)
+            figure.details["loads"] = [{"rows": load.rows, "load_s": load.load_s} for load in loads]
+            if figure.verdict == "MISS":
+                path = urls[name][1].removeprefix(large.base_url)
+                profile_miss(figure, large, small, path, settings, workdir)
+            figures.append(figure)
+        rss = {"pixyproxy-mysql-1k": small.peak_rss_bytes(), "pixyproxy-mysql-1m": large.peak_rss_bytes()}
+    return figures, rss
+
+
+def latency_figure(key: str, title: str, comparison: Comparison, *, target: float) -> Figure:
+    """subject / baseline of p50 latency (lower is better), against a maximum ratio."""
+    subject = comparison.median("subject", "p50_ms")
+    baseline = comparison.median("baseline", "p50_ms")
+    ratio = subject / baseline if baseline else float("inf")
+    clean = comparison.clean()
+    return Figure(
+        key=key,
+        title=title,
+        measured=f"{subject:.2f} ms p50 (1M)",
+        baseline=f"{baseline:.2f} ms p50 (1k)",
+        ratio=ratio,
+        target=f"<= {target}",
+        verdict="PASS" if ratio <= target and clean else "MISS",
+        note="" if clean else "some requests failed: see details",
+        details={"subject": comparison.subject, "baseline": comparison.baseline},
     )
 
 
@@ -483,8 +621,9 @@ def main() -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pixyproxy-bench-"))
     log(f"load generator: {drive.load_tool()}; work dir {workdir}; {public_settings(settings)}")
-    figures, rss = embedded_figures(settings, workdir)
-    more, more_rss = mysql_figures(settings, workdir)
+    seeded = seed_image(workdir)
+    figures, rss = embedded_figures(settings, workdir, seeded)
+    more, more_rss = mysql_figures(settings, workdir, seeded)
     figures[1:1] = more[:1]  # figure 1 on MariaDB sits beside figure 1 on SQLite
     fig3 = generate_burst_figure(settings, workdir)
     figures.append(fig3)

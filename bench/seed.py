@@ -54,11 +54,10 @@ def new_image(data: bytes, *, prompt: str) -> NewImage:
     )
 
 
-async def seed_sqlite_image(data_dir: Path, data: bytes, *, prompt: str) -> tuple[ImageDetail, Path]:
+async def seed_sqlite_image(data_dir: Path, image: NewImage, data: bytes) -> tuple[ImageDetail, Path]:
     """Store one image in the SQLite repository and the local blob store; return its detail and file."""
     repository = SqliteImageRepository(sqlite_path(data_dir))
     blobs = LocalDiskBlobStore(blob_root(data_dir))
-    image = new_image(data, prompt=prompt)
     try:
         await blobs.put(image.filename, data, content_type=image.content_type)
         record = await repository.add(image)
