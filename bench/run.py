@@ -461,6 +461,23 @@ UPSTREAM_DELAY_S = 0.5
 BURST = 64
 
 
+def profile_bursts(
+    pixy: Server, url: str, body: str, workdir: Path, *, count: int = 4
+) -> dict[str, Any] | None:
+    """py-spy on PixyProxy while it answers `count` more bursts; the hottest frames, or None."""
+    if py_spy() is None or os.environ.get("BENCH_PROFILE", "1") == "0":
+        return None
+    out = workdir / "profile-pixyproxy-openai.txt"
+    recorder = start_recording(pixy.pid, seconds=count * 1.5, out=out)
+    if recorder is None:
+        return None
+    deadline = time.monotonic() + count * 1.5
+    while time.monotonic() < deadline - 1.5:
+        drive.burst(url, count=BURST, method="POST", body=body, preconnect="/healthz")
+    recorder.communicate(timeout=120)
+    return summarise(out).as_dict() if recorder.returncode == 0 and out.exists() else None
+
+
 def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
     """Figure 3: 64 concurrent POST /image, each waiting 500 ms upstream, finish within 1.3 x 500 ms.
 
@@ -512,10 +529,14 @@ def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
                 )
                 bursts.append(drive.burst(url, count=BURST, method="POST", body=body, preconnect="/healthz"))
             upstream = fake.stats()
+            wall_s = statistics.median(b["wall_s"] for b in bursts)
+            ratio = wall_s / UPSTREAM_DELAY_S
+            profile = None
+            if ratio > target:
+                log("3-generate missed its target: profiling pixyproxy-openai over 4 more bursts")
+                profile = profile_bursts(pixy, url, body, workdir)
             rss = pixy.peak_rss_bytes()
-    wall_s = statistics.median(b["wall_s"] for b in bursts)
     direct_s = statistics.median(b["wall_s"] for b in direct)
-    ratio = wall_s / UPSTREAM_DELAY_S
     clean = (
         all(b["statuses"] == {"201": BURST} for b in bursts)
         and all(b["statuses"] == {"200": BURST} for b in direct)
@@ -541,6 +562,7 @@ def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
             "warmup": warmup,
             "upstream": upstream,
             "peak_rss_bytes": rss,
+            "profile": profile,
         },
     )
 
@@ -605,13 +627,17 @@ def profiles_text(figures: list[Figure]) -> str:
         parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["top_own"][:10])
         parts.append("  PixyProxy frames, inclusive:")
         parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["top_inclusive"][:10])
-        baseline = f.details.get("baseline_profile") or {"own_by_package": []}
-        theirs = {row["frame"]: row["pct"] for row in baseline["own_by_package"]}
-        parts.append("  own time by package (PixyProxy | baseline):")
-        parts.extend(
-            f"    {row['pct']:5.1f}% | {theirs.get(row['frame'], 0.0):5.1f}%  {row['frame']}"
-            for row in profile["own_by_package"][:10]
-        )
+        baseline = f.details.get("baseline_profile")
+        if baseline:
+            theirs = {row["frame"]: row["pct"] for row in baseline["own_by_package"]}
+            parts.append("  own time by package (PixyProxy | baseline):")
+            parts.extend(
+                f"    {row['pct']:5.1f}% | {theirs.get(row['frame'], 0.0):5.1f}%  {row['frame']}"
+                for row in profile["own_by_package"][:10]
+            )
+        else:
+            parts.append("  own time by package:")
+            parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["own_by_package"][:10])
     return "\n".join(parts)
 
 
