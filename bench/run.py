@@ -625,7 +625,7 @@ def profiles_text(figures: list[Figure]) -> str:
         parts.append(f"profile of {f.key} ({profile['samples']} samples, {profile['raw']})")
         parts.append("  top own time:")
         parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["top_own"][:10])
-        parts.append("  PixyProxy frames, inclusive:")
+        parts.append("  PixyProxy frames and thread hand-offs, inclusive:")
         parts.extend(f"    {row['pct']:5.1f}%  {row['frame']}" for row in profile["top_inclusive"][:10])
         baseline = f.details.get("baseline_profile")
         if baseline:
