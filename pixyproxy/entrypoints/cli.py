@@ -101,7 +101,7 @@ async def _check_adapters(container: Container) -> None:
 
 
 async def _init_db(container: Container) -> int:
-    repository = container.repository()
+    repository = container.selected_repository()
     # Repositories with an explicit schema step (mysql) run it; the others create theirs on open.
     create_schema = getattr(repository, "create_schema", None)
     try:

@@ -24,6 +24,7 @@ from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
+from pixyproxy.app.caching import CachedImageRepository
 from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import (
@@ -51,7 +52,7 @@ class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
     settings = providers.Dependency(instance_of=Settings)
 
-    repository = providers.Selector(
+    selected_repository = providers.Selector(
         config.repository.kind,
         memory=providers.Singleton(InMemoryImageRepository),
         sqlite=providers.Singleton(SqliteImageRepository, config.repository.sqlite_path),
@@ -62,6 +63,11 @@ class Container(containers.DeclarativeContainer):
             connect_timeout_s=config.repository.mysql_connect_timeout_s,
             init_schema=config.repository.init_schema,
         ),
+    )
+
+    # Records never change once created, so a cached one is always the stored one.
+    repository = providers.Singleton(
+        CachedImageRepository, selected_repository, max_entries=config.repository.cache_entries
     )
 
     metrics = providers.Singleton(Metrics)
@@ -148,7 +154,11 @@ async def initialize_adapters(container: Container) -> None:
     down does not: requests answer 503 and /readyz says why until it is back, and the adapters
     retry on first use, so PixyProxy never needs a restart for it.
     """
-    for provider in (container.repository, container.selected_blob_store, container.upstream_generator):
+    for provider in (
+        container.selected_repository,
+        container.selected_blob_store,
+        container.upstream_generator,
+    ):
         initialize = getattr(provider(), "initialize", None)
         if initialize is None:
             continue

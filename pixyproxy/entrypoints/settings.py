@@ -45,6 +45,7 @@ class RepositorySettings(_Section):
     mysql_pool_size: Positive
     mysql_connect_timeout_s: PositiveSeconds
     init_schema: bool
+    cache_entries: Annotated[int, Field(ge=0)]
 
     @model_validator(mode="after")
     def _mysql_needs_url(self) -> RepositorySettings:

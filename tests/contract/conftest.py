@@ -17,15 +17,16 @@ from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
+from pixyproxy.app.caching import CachedImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
 from tests.support.fake_openai import FakeOpenAI, running_fake_openai
 from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
 from tests.support.mysql import fresh_mysql_repository
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.fixture(params=["memory", "sqlite", "cached-sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
 async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ImageRepository]:
-    """Every ImageRepository adapter, each fresh and empty."""
+    """Every ImageRepository adapter, each fresh and empty (and the cache in front of one)."""
     if request.param == "mysql":
         async with fresh_mysql_repository() as mysql_repo:
             yield mysql_repo
@@ -33,6 +34,9 @@ async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     repo: ImageRepository
     if request.param == "memory":
         repo = InMemoryImageRepository()
+    elif request.param == "cached-sqlite":
+        # A tiny cache, so eviction happens inside the contract tests too.
+        repo = CachedImageRepository(SqliteImageRepository(tmp_path / "images.sqlite3"), max_entries=3)
     else:
         repo = SqliteImageRepository(tmp_path / "images.sqlite3")
     try:

@@ -37,7 +37,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_are_the_embedded_adapters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     container = build_container()
-    assert isinstance(container.repository(), SqliteImageRepository)
+    assert isinstance(container.selected_repository(), SqliteImageRepository)
     assert isinstance(container.selected_blob_store(), LocalDiskBlobStore)
     assert container.generator().name == "procedural"
     assert isinstance(container.upstream_generator(), ProceduralImageGenerator)
@@ -53,7 +53,7 @@ def test_environment_overrides_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("PIXYPROXY_MAX_CONCURRENT_GENERATIONS", "3")
     monkeypatch.setenv("PIXYPROXY_LOG_LEVEL", "debug")
     container = build_container()
-    assert isinstance(container.repository(), InMemoryImageRepository)
+    assert isinstance(container.selected_repository(), InMemoryImageRepository)
     assert container.config.blob_store.local_root() == f"{tmp_path}/images"
     assert container.settings().generator.max_concurrent == 3
     assert container.settings().logging.level == "DEBUG"

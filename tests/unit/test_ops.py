@@ -113,4 +113,4 @@ async def test_keys_never_reach_the_log(
 
 async def test_memory_repository_binding_is_shared_per_container(container: Container) -> None:
     assert container.repository() is container.repository()
-    assert isinstance(container.repository(), InMemoryImageRepository)
+    assert isinstance(container.selected_repository(), InMemoryImageRepository)
