@@ -24,6 +24,7 @@ from pixyproxy.app.requests import (
 from pixyproxy.domain.exceptions import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
+    RecordOutcomeUnknownError,
 )
 from pixyproxy.domain.models import (
     GenerationOptions,
@@ -136,6 +137,11 @@ class ImageService:
         await self._blob_store.put(new_image.filename, image.data, content_type=image.content_type)
         try:
             record = await self._repository.add(new_image)
+        except RecordOutcomeUnknownError:
+            # The record may exist: deleting its bytes could leave it pointing at nothing. Bytes
+            # without a record are the lesser harm, and `pixyproxy gc` reports and removes them.
+            log.warning("kept bytes %s: unknown whether their record was written", new_image.filename)
+            raise
         except BaseException:
             # The record failed (or we were cancelled): the bytes must not outlive it.
             await asyncio.shield(self._forget_bytes(new_image.filename))

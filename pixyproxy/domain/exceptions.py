@@ -115,6 +115,14 @@ class RepositoryUnavailableError(ImageGenerationException):
         super().__init__(f"the image repository is unavailable: {reason}")
 
 
+class RecordOutcomeUnknownError(RepositoryUnavailableError):
+    """An insert failed in a way that leaves unknown whether the record was written (a lost commit)."""
+
+    def __init__(self, guid: object, reason: str) -> None:
+        self.guid = str(guid)
+        super().__init__(f"could not tell whether image {self.guid} was recorded: {reason}")
+
+
 class BlobStoreUnavailableError(ImageGenerationException):
     """The blob store cannot be reached or did not answer."""
 

@@ -15,7 +15,8 @@ class ImageRepository(Protocol):
     async def add(self, image: NewImage) -> ImageRecord:
         """Insert a record and return it with its new internal id.
 
-        Raises DuplicateImageError if the GUID exists.
+        Raises DuplicateImageError if the GUID exists, and RecordOutcomeUnknownError (a
+        RepositoryUnavailableError) when it cannot tell whether the record was written.
         """
         ...
 

@@ -16,6 +16,7 @@ from pixyproxy.domain.exceptions import (
     ImageNotFoundError,
     InvalidRequestError,
     PromptRejectedError,
+    RecordOutcomeUnknownError,
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import NewImage, sha256_hex
@@ -80,6 +81,26 @@ async def test_record_failure_deletes_the_stored_bytes(
         await service.generate({"prompt": "a fox"})
     assert blob_store.blobs == {}
     assert repository.records == {}
+
+
+class LostCommitRepository(InMemoryImageRepository):
+    """A repository that cannot tell whether its insert was written (the answer to a commit was lost)."""
+
+    async def add(self, image: NewImage):
+        await super().add(image)
+        raise RecordOutcomeUnknownError(image.guid, "connection lost")
+
+
+async def test_unknown_insert_outcome_keeps_the_bytes(
+    blob_store: InMemoryBlobStore, generator: InMemoryImageGenerator
+) -> None:
+    repository = LostCommitRepository()
+    service = ImageService(repository=repository, generator=generator, blob_store=blob_store)
+    with pytest.raises(RepositoryUnavailableError):  # still a 503 to the client
+        await service.generate({"prompt": "a fox"})
+    # The record may exist, so its bytes must too: gc reports them if the record never came.
+    [record] = repository.records.values()
+    assert list(blob_store.blobs) == [record.filename]
 
 
 @pytest.mark.parametrize(

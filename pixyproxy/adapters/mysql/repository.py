@@ -24,6 +24,7 @@ from pixyproxy.adapters.mysql.init import init_schema
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
     ImageNotFoundError,
+    RecordOutcomeUnknownError,
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
@@ -236,18 +237,58 @@ class MySqlImageRepository:
         """Insert a record; its id comes from AUTO_INCREMENT."""
         row = image_to_row(image)
 
+        sent = False
+
         async def insert(cursor: Any) -> int:
+            nonlocal sent
+            sent = True
             await cursor.execute(_INSERT, row)
             return int(cursor.lastrowid)
 
         try:
-            # Never retried: if the first attempt committed before the connection died, a retry
-            # would report a duplicate of our own row.
             new_id = await self._run(insert, retry_lost=False)
         except pymysql.err.IntegrityError as err:
             if error_number(err) == ER.DUP_ENTRY:
                 raise DuplicateImageError(image.guid) from err
             raise unavailable(err, self._target) from err
+        except RepositoryUnavailableError as err:
+            if not sent:
+                raise  # no connection was had: nothing can have been written
+            # The connection died with the INSERT sent: it may have committed (the answer was
+            # lost), or still be running on the server (a KILL closes the socket first).
+            return await self._settle_lost_insert(image, row, insert, lost=err)
+        return row_to_image({**row, "id": new_id})
+
+    async def _settle_lost_insert(
+        self,
+        image: NewImage,
+        row: dict[str, Any],
+        insert: Callable[[Any], Awaitable[int]],
+        *,
+        lost: Exception,
+    ) -> ImageRecord:
+        """Learn the fate of an INSERT whose answer was lost, by inserting the same row again.
+
+        InnoDB makes the second INSERT wait on the GUID's unique key until the first one has
+        committed or rolled back: a duplicate key then means our row is there, success means it
+        was not. If even that cannot be learnt, the caller must not assume the row is absent.
+        """
+        try:
+            new_id = await self._run(insert, retry_lost=False)
+        except pymysql.err.IntegrityError as err:
+            if error_number(err) != ER.DUP_ENTRY:
+                raise unavailable(err, self._target) from err
+            try:
+                rows = await self._fetch(_SELECT + " WHERE guid = %(guid)s", {"guid": row["guid"]})
+            except RepositoryUnavailableError as fetch_err:
+                raise RecordOutcomeUnknownError(image.guid, fetch_err.reason) from lost
+            if not rows or rows[0]["sha256"] != row["sha256"]:
+                raise DuplicateImageError(image.guid) from err
+            log.warning("the insert of %s committed although its connection was lost", image.guid)
+            return row_to_image(rows[0])
+        except RepositoryUnavailableError as err:
+            raise RecordOutcomeUnknownError(image.guid, err.reason) from lost
+        log.warning("the insert of %s was lost with its connection, and is now done", image.guid)
         return row_to_image({**row, "id": new_id})
 
     async def get(self, guid: UUID) -> ImageRecord:

@@ -185,8 +185,14 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
         # FastAPI wraps errors raised while reading the body (our body cap) in a 400.
         exc = exc.__cause__
     elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400 and exc.__cause__ is not None:
-        # The body could not be decoded (not UTF-8): the same 422 as any other malformed JSON.
-        exc = errors.InvalidRequestError("the body is not valid UTF-8 JSON", field="body")
+        # The body could not be decoded (not UTF-8, or nested past the parser's recursion limit):
+        # the same 422 as any other malformed JSON.
+        reason = (
+            "the JSON is nested too deeply"
+            if isinstance(exc.__cause__, RecursionError)
+            else "the body is not valid UTF-8 JSON"
+        )
+        exc = errors.InvalidRequestError(reason, field="body")
     if isinstance(exc, StarletteHTTPException):
         slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem_response(

@@ -3,12 +3,16 @@
 No `from __future__ import annotations` here: dependency-injector reads the real annotations.
 """
 
+import contextlib
+import email.message
+import json
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy.app.requests import (
     DEFAULT_PAGE_LIMIT,
@@ -18,6 +22,7 @@ from pixyproxy.app.requests import (
     GenerateImageRequest,
 )
 from pixyproxy.app.service import ImageService
+from pixyproxy.domain.exceptions import InvalidRequestError
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
 from pixyproxy.entrypoints.http.problems import problem_responses
@@ -27,6 +32,39 @@ router = APIRouter(tags=["images"])
 IMMUTABLE = "public, max-age=31536000, immutable"
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The image's GUID.")]
 Service = Annotated[ImageService, Depends(Provide[Container.image_service])]
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook that refuses a key given twice, rather than silently keeping the last."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise InvalidRequestError(f"the key {key!r} appears more than once", field="body")
+        seen[key] = value
+    return seen
+
+
+async def require_json_body(request: Request) -> None:
+    """Refuse a body that is not JSON with 415, and JSON with a repeated key with 422.
+
+    FastAPI only parses `application/json` and `application/*+json` as JSON, and answers any
+    other body with a misleading "not an object" 422; a repeated key would silently keep the
+    last value, so a proxy that checked the first one and PixyProxy could disagree.
+    """
+    content_type = request.headers.get("content-type", "")
+    header = email.message.Message()
+    header["content-type"] = content_type
+    subtype = header.get_content_subtype()
+    is_json = header.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+    if not content_type or not is_json:
+        raise StarletteHTTPException(415, "the request body must be application/json")
+    body = await request.body()  # already read (and cached) by FastAPI; parsing it is cheap under the cap
+    if body:
+        # Malformed JSON was already answered by FastAPI's own parse; only the duplicate check is new.
+        with contextlib.suppress(json.JSONDecodeError):
+            json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
 
 
 @router.post(
@@ -41,6 +79,7 @@ Service = Annotated[ImageService, Depends(Provide[Container.image_service])]
         },
         **problem_responses(401, 409, 413, 415, 422, 500, 502, 503),
     },
+    dependencies=[Depends(require_json_body)],
 )
 @inject
 async def generate_image(
