@@ -1,0 +1,119 @@
+"""Drive a load from a separate process: wrk when installed, else bench.load (async httpx)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.servers import REPO_ROOT
+
+MIB = 1024 * 1024
+
+# wrk's done() hook prints one JSON line, so nothing is scraped from its human-readable report.
+_WRK_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "bytes": %d, "status_errors": %d, "connect_errors": %d,'
+    .. ' "read_errors": %d, "write_errors": %d, "timeouts": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, summary.bytes, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def load_tool() -> str:
+    """`wrk` when it is on PATH (unless BENCH_LOADGEN=httpx), else `httpx`."""
+    if os.environ.get("BENCH_LOADGEN", "").lower() == "httpx":
+        return "httpx"
+    return "wrk" if shutil.which("wrk") else "httpx"
+
+
+def _last_json_line(output: str) -> dict[str, Any]:
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    raise RuntimeError(f"the load generator printed no JSON:\n{output}")
+
+
+def _run(command: list[str], timeout_s: float) -> str:
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def _wrk(url: str, *, concurrency: int, seconds: int, script: Path) -> dict[str, Any]:
+    # One wrk thread: on 2 cores the load generator gets one core and the server the other.
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), url]
+    return _last_json_line(_run(command, timeout_s=seconds + 60))
+
+
+def steady(url: str, *, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    """GET `url` with `concurrency` connections: warm up, then measure for `duration_s`."""
+    tool = load_tool()
+    if tool == "httpx":
+        command = [
+            sys.executable,
+            "-m",
+            "bench.load",
+            url,
+            f"--concurrency={concurrency}",
+            f"--duration={duration_s}",
+            f"--warmup={warmup_s}",
+        ]
+        return _last_json_line(_run(command, timeout_s=duration_s + warmup_s + 120))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(_WRK_REPORT)
+    script = Path(handle.name)
+    try:
+        if warmup_s > 0:
+            _wrk(url, concurrency=concurrency, seconds=max(1, math.ceil(warmup_s)), script=script)
+        raw = _wrk(url, concurrency=concurrency, seconds=max(1, math.ceil(duration_s)), script=script)
+    finally:
+        script.unlink(missing_ok=True)
+    seconds = raw["duration_us"] / 1e6
+    errors = raw["status_errors"] + raw["connect_errors"] + raw["read_errors"] + raw["write_errors"]
+    return {
+        "tool": "wrk",
+        "mode": "steady",
+        "url": url,
+        "concurrency": concurrency,
+        "duration_s": seconds,
+        "requests": raw["requests"],
+        "non_2xx_3xx": raw["status_errors"],
+        "transport_errors": errors - raw["status_errors"] + raw["timeouts"],
+        "requests_per_s": raw["requests"] / seconds,
+        "mib_per_s": raw["bytes"] / MIB / seconds,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+    }
+
+
+def burst(
+    url: str,
+    *,
+    count: int,
+    method: str,
+    body: str | None,
+    preconnect: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Send `count` requests at once from bench.load; wrk has no burst mode."""
+    command = [sys.executable, "-m", "bench.load", url, f"--burst={count}", f"--method={method}"]
+    if body is not None:
+        command.append(f"--body={body}")
+    if preconnect is not None:
+        command.append(f"--preconnect={preconnect}")
+    command.extend(f"--header={name}: {value}" for name, value in (headers or {}).items())
+    return _last_json_line(_run(command, timeout_s=300))
