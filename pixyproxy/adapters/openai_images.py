@@ -69,8 +69,20 @@ class OpenAIImageGenerator:
         self._retry_backoff_s = retry_backoff_s
         self._max_retry_wait_s = max_retry_wait_s
         # max_retries=0: the SDK would retry timeouts and 5xx, which may be billed twice.
+        # Idle connections are dropped after 2 s: a server closing an idle keep-alive connection
+        # just as we reuse it fails the request without an answer, a failure we must not retry
+        # (it cannot be told from a crash mid-generation). Servers keep idle connections longer
+        # than 2 s (uvicorn 5 s, most proxies a minute), so we always close first.
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=timeout_s,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(
+                    max_connections=1000, max_keepalive_connections=100, keepalive_expiry=2.0
+                )
+            ),
         )
         # A separate client for image URLs, so the API key is never sent to a storage host.
         self._downloads = httpx2.AsyncClient(timeout=timeout_s, follow_redirects=True, max_redirects=3)
@@ -246,7 +258,8 @@ class OpenAIImageGenerator:
         if isinstance(err, openai.APITimeoutError):
             return GeneratorUnavailableError(f"no answer within {self._timeout_s:g}s")
         if isinstance(err, openai.APIConnectionError):
-            return GeneratorUnavailableError("cannot reach the upstream")
+            cause = type(err.__cause__).__name__ if err.__cause__ else "connection error"
+            return GeneratorUnavailableError(f"cannot reach the upstream ({cause})")
         return GeneratorBadResponseError(f"unusable answer ({type(err).__name__})")
 
     def _scrub(self, text: str) -> str:

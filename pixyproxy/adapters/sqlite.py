@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -59,7 +58,8 @@ def _timestamp(value: datetime) -> str:
 
 
 def _parse_timestamp(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads the fixed-width text (and its Z) some forty times faster than strptime.
+    return datetime.fromisoformat(value)
 
 
 def image_to_row(image: NewImage) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def row_to_image(row: Mapping[str, Any] | sqlite3.Row) -> ImageRecord:
         content_type=row["content_type"],
         size_bytes=row["size_bytes"],
         sha256=row["sha256"],
-        generation=GenerationInfo.model_validate(json.loads(row["generation"])),
+        generation=GenerationInfo.model_validate_json(row["generation"]),
         created_at=_parse_timestamp(row["created_at"]),
         updated_at=_parse_timestamp(row["updated_at"]),
     )
@@ -121,8 +121,8 @@ class SqliteImageRepository:
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
         db = await self._db()
         try:
-            async with db.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            # One trip to aiosqlite's thread, where execute + fetchall + close make three.
+            return list(await db.execute_fetchall(sql, params))
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -88,7 +87,7 @@ def row_to_image(row: Row) -> ImageRecord:
         content_type=row["content_type"],
         size_bytes=int(row["size_bytes"]),
         sha256=row["sha256"],
-        generation=GenerationInfo.model_validate(json.loads(row["generation"])),
+        generation=GenerationInfo.model_validate_json(row["generation"]),
         created_at=_from_db_time(row["created_at"]),
         updated_at=_from_db_time(row["updated_at"]),
     )
