@@ -19,7 +19,7 @@ from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.caching import CachedImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
-from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
 from tests.support.mysql import fresh_mysql_repository
 
@@ -79,13 +79,6 @@ async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         yield store
     finally:
         await store.close()
-
-
-@pytest.fixture(scope="session")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    """The OpenAI-compatible fake server, in a subprocess, for the whole session."""
-    with running_fake_openai() as fake:
-        yield fake
 
 
 @pytest.fixture(params=["memory", "procedural", "openai"])

@@ -23,7 +23,7 @@ import pymysql
 import pytest
 
 from pixyproxy.adapters.mysql import parse_mysql_url
-from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import moto_server, new_bucket_name
 from tests.support.mysql import admin_connection, fresh_database_url
 from tests.support.server import RunningServer, running_server
@@ -34,19 +34,12 @@ pytestmark = [pytest.mark.mysql, pytest.mark.s3, pytest.mark.slow]
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI upstream, shared by this module."""
-    with running_fake_openai() as server:
-        yield server
-
-
 @pytest.fixture
-def upstream(fake: FakeOpenAI) -> FakeOpenAI:
+def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
     """The fake, answering normally after a short delay so a burst lasts long enough to be hit."""
-    fake.reset()
-    fake.set_mode("ok", delay_s=0.05)
-    return fake
+    fake_openai.reset()
+    fake_openai.set_mode("ok", delay_s=0.05)
+    return fake_openai
 
 
 @pytest.fixture

@@ -27,26 +27,12 @@ from pixyproxy.domain.exceptions import (
     PromptRejectedError,
 )
 from pixyproxy.domain.models import GenerationOptions
-from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.real_parts import free_port
 from tests.support.server import RunningServer, running_server
 
 API_KEY = "sk-test-SECRET-7f3a9c1e5b"
 NO_OPTIONS = GenerationOptions()
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    """The fake upstream, shared by this module."""
-    with running_fake_openai() as server:
-        yield server
-
-
-@pytest.fixture
-def upstream(fake: FakeOpenAI) -> FakeOpenAI:
-    """The fake, reset to normal answers and zero counts."""
-    fake.reset()
-    return fake
 
 
 def adapter(fake: FakeOpenAI, **overrides: Any) -> OpenAIImageGenerator:
@@ -317,10 +303,12 @@ def server_env(fake: FakeOpenAI, data_dir: Path, **extra: str) -> dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def openai_server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def openai_server(
+    fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     """`pixyproxy serve` with the OpenAI generator aimed at the fake."""
     root = tmp_path_factory.mktemp("openai-server")
-    with running_server(server_env(fake, root / "data"), root / "server.log") as server:
+    with running_server(server_env(fake_openai, root / "data"), root / "server.log") as server:
         yield server
 
 

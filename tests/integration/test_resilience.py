@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import MotoServer, moto_server, new_bucket_name
 from tests.support.mysql import fresh_database_url
 from tests.support.server import RunningServer, running_server, start_server
@@ -36,20 +36,6 @@ from tests.support.stack import (
 pytestmark = [pytest.mark.mysql, pytest.mark.s3]
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI upstream, shared by this module."""
-    with running_fake_openai() as server:
-        yield server
-
-
-@pytest.fixture
-def upstream(fake: FakeOpenAI) -> FakeOpenAI:
-    """The fake, back to fast normal answers and zero counts."""
-    fake.reset()
-    return fake
 
 
 @pytest.fixture
