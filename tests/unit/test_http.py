@@ -268,3 +268,9 @@ async def test_body_that_is_not_utf8_is_422_problem(client: httpx.AsyncClient) -
     response = await client.post("/image", content=b"f\xff", headers={"content-type": "application/json"})
     body = assert_problem(response, 422)
     assert "UTF-8" in body["detail"]
+
+
+async def test_a_huge_path_is_not_echoed_back_whole(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/image/" + "g" * 10_000), 422)
+    assert len(body["instance"]) == 512
+    assert body["instance"].startswith("/image/ggg")

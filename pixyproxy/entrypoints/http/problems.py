@@ -25,6 +25,7 @@ from pixyproxy.entrypoints.logging_setup import current_request_id
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+MAX_INSTANCE_CHARS = 512
 TYPE_BASE = "https://pixyproxy.dev/problems/"
 
 
@@ -137,7 +138,8 @@ def problem_response(
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": instance,
+        # The path is the client's input: a 10,000-character "GUID" is not echoed back whole.
+        "instance": instance[:MAX_INSTANCE_CHARS],
         "request_id": current_request_id.get(),
     }
     body.update(extra or {})
