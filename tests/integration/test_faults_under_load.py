@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 from pixyproxy.adapters.mysql import parse_mysql_url
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import moto_server, new_bucket_name
-from tests.support.mysql import admin_connection, fresh_database_url
+from tests.support.mysql import admin_connection
 from tests.support.server import RunningServer, running_server
 from tests.support.stack import PREFIX, Burst, all_records, object_keys, post_burst, run_gc, stack_env
 
@@ -40,13 +39,6 @@ def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
     fake_openai.reset()
     fake_openai.set_mode("ok", delay_s=0.05)
     return fake_openai
-
-
-@pytest.fixture
-def mysql_url() -> Iterator[str]:
-    """A fresh MariaDB database, dropped afterwards."""
-    with fresh_database_url() as url:
-        yield url
 
 
 def _assert_only_created_or_unavailable(burst: Burst, *, slug: str) -> None:

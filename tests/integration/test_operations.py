@@ -24,8 +24,8 @@ import pytest
 
 from pixyproxy.adapters.mysql import parse_mysql_url
 from tests.support.fake_openai import FakeOpenAI, running_fake_openai
-from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
-from tests.support.mysql import admin_connection, connection_ids, fresh_database_url
+from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, new_bucket_name
+from tests.support.mysql import admin_connection, connection_ids
 from tests.support.real_parts import free_port
 from tests.support.server import RunningServer, running_server, start_server
 
@@ -36,32 +36,18 @@ NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
 @pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoServer]:
-    """A moto S3 server of this test's own, so it can be stopped and restarted."""
-    with moto_server(tmp_path / "moto.log") as server:
-        yield server
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A fresh MariaDB database (created by the server's start-up), dropped afterwards."""
-    with fresh_database_url() as url:
-        yield url
-
-
-@pytest.fixture
 def upstream() -> Iterator[FakeOpenAI]:
     """The fake OpenAI upstream, for one test."""
     with running_fake_openai() as fake:
         yield fake
 
 
-def mysql_s3_env(database_url: str, moto: MotoServer, bucket: str, data_dir: Path) -> dict[str, str]:
+def mysql_s3_env(mysql_url: str, moto: MotoServer, bucket: str, data_dir: Path) -> dict[str, str]:
     """MariaDB for records, moto S3 for bytes, the offline generator."""
     return {
         **FAKE_AWS_ENV,
         "PIXYPROXY_REPOSITORY": "mysql",
-        "PIXYPROXY_MYSQL_URL": database_url,
+        "PIXYPROXY_MYSQL_URL": mysql_url,
         "PIXYPROXY_BLOB_STORE": "s3",
         "PIXYPROXY_S3_BUCKET": bucket,
         "PIXYPROXY_S3_ENDPOINT_URL": moto.endpoint_url,
@@ -180,9 +166,9 @@ def metric_lines(server: RunningServer) -> list[str]:
 @pytest.mark.s3
 @pytest.mark.slow
 def test_two_workers_both_serve_one_database_and_bucket(
-    database_url: str, moto: MotoServer, tmp_path: Path
+    mysql_url: str, moto: MotoServer, tmp_path: Path
 ) -> None:
-    env = mysql_s3_env(database_url, moto, new_bucket_name(), tmp_path / "data")
+    env = mysql_s3_env(mysql_url, moto, new_bucket_name(), tmp_path / "data")
     with running_server(env, tmp_path / "server.log", extra_args=["--workers", "2"]) as server:
         wait_for_workers(server, 2)
         workers = worker_pids(server)
@@ -208,19 +194,17 @@ def test_two_workers_both_serve_one_database_and_bucket(
             assert httpx.get(f"{server.base_url}/image/{detail['guid']}", timeout=10).json() == detail
             content = httpx.get(f"{server.base_url}/image/{detail['guid']}/content", timeout=10)
             assert hashlib.sha256(content.content).hexdigest() == detail["sha256"]
-    assert image_count(database_of(database_url)) == len(created)
+    assert image_count(database_of(mysql_url)) == len(created)
 
 
 @pytest.mark.mysql
 @pytest.mark.s3
 @pytest.mark.slow
-def test_two_servers_share_one_database_and_bucket(
-    database_url: str, moto: MotoServer, tmp_path: Path
-) -> None:
+def test_two_servers_share_one_database_and_bucket(mysql_url: str, moto: MotoServer, tmp_path: Path) -> None:
     bucket = new_bucket_name()
-    env_a = mysql_s3_env(database_url, moto, bucket, tmp_path / "a")
-    env_b = mysql_s3_env(database_url, moto, bucket, tmp_path / "b")
-    database = database_of(database_url)
+    env_a = mysql_s3_env(mysql_url, moto, bucket, tmp_path / "a")
+    env_b = mysql_s3_env(mysql_url, moto, bucket, tmp_path / "b")
+    database = database_of(mysql_url)
     with (
         running_server(env_a, tmp_path / "a.log") as server_a,
         running_server(env_b, tmp_path / "b.log") as server_b,
@@ -277,14 +261,14 @@ def test_two_servers_share_one_database_and_bucket(
 @pytest.mark.mysql
 @pytest.mark.slow
 def test_sigterm_finishes_the_generation_in_flight_then_exits_0(
-    database_url: str, upstream: FakeOpenAI, tmp_path: Path
+    mysql_url: str, upstream: FakeOpenAI, tmp_path: Path
 ) -> None:
     upstream.set_mode("slow", delay_s=3)
     env = openai_env(
         upstream,
         tmp_path / "data",
         PIXYPROXY_REPOSITORY="mysql",
-        PIXYPROXY_MYSQL_URL=database_url,
+        PIXYPROXY_MYSQL_URL=mysql_url,
         PIXYPROXY_SHUTDOWN_GRACE_S="15",
     )
     server = start_server(env, tmp_path / "server.log")
@@ -319,7 +303,7 @@ def test_sigterm_finishes_the_generation_in_flight_then_exits_0(
     assert "Cancel" not in logs
     assert "closing" not in logs  # close_adapters logs each adapter that failed to close
 
-    database = database_of(database_url)
+    database = database_of(mysql_url)
     wait_for(lambda: connection_ids(database) == [], "MariaDB to drop the closed connections", 10)
     assert connection_ids(database) == []
 
@@ -366,10 +350,10 @@ def checks_of(answer: httpx.Response) -> dict[str, bool]:
 @pytest.mark.mysql
 @pytest.mark.s3
 def test_readyz_follows_s3_down_and_back_without_restart(
-    database_url: str, moto: MotoServer, tmp_path: Path
+    mysql_url: str, moto: MotoServer, tmp_path: Path
 ) -> None:
     bucket = new_bucket_name()
-    env = mysql_s3_env(database_url, moto, bucket, tmp_path / "data")
+    env = mysql_s3_env(mysql_url, moto, bucket, tmp_path / "data")
     with running_server(env, tmp_path / "server.log") as server, server.client() as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ import httpx
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.moto_server import MotoServer, moto_server, new_bucket_name
-from tests.support.mysql import fresh_database_url
+from tests.support.moto_server import MotoServer, new_bucket_name
 from tests.support.server import RunningServer, running_server, start_server
 from tests.support.stack import (
     PREFIX,
@@ -36,20 +34,6 @@ from tests.support.stack import (
 pytestmark = [pytest.mark.mysql, pytest.mark.s3]
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoServer]:
-    """A moto S3 server of this test's own."""
-    with moto_server(tmp_path / "moto.log") as server:
-        yield server
-
-
-@pytest.fixture
-def mysql_url() -> Iterator[str]:
-    """A fresh MariaDB database, dropped afterwards."""
-    with fresh_database_url() as url:
-        yield url
 
 
 def _assert_no_orphans(report: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,11 @@ import boto3
 import httpx
 import pytest
 
-from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
+from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, new_bucket_name
 from tests.support.real_parts import free_port
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoServer]:
-    """A moto S3 server of this test's own, so it can be stopped and restarted."""
-    with moto_server(tmp_path / "moto.log") as server:
-        yield server
 
 
 def _s3_env(moto: MotoServer, tmp_path: Path, bucket: str, **extra: str) -> dict[str, str]:
