@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pixyproxy.entrypoints.container import Container
+    from pixyproxy.entrypoints.settings import HttpSettings
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = container.settings()
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "serve":
-            return _serve(container, args, grace_s=settings.http.shutdown_grace_s)
+            return _serve(container, args, settings.http)
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED
 
 
-def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) -> int:
+def _serve(container: Container, args: argparse.Namespace, http: HttpSettings) -> int:
     import uvicorn
 
     # uvicorn reports a failed lifespan as a stack trace and exit 3; checking the adapters here
@@ -95,9 +96,13 @@ def _serve(container: Container, args: argparse.Namespace, *, grace_s: float) ->
         log_config=None,
         access_log=False,
         server_header=False,
+        # A client reuses an idle pooled connection until its own expiry (httpx: 5 s, load
+        # balancers: often 60 s). A server that closes first races the client's next request,
+        # which is then reset; so the server keeps idle connections open longer than they do.
+        timeout_keep_alive=math.ceil(http.keep_alive_s),
         # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight
         # (a generation can take a minute) before the lifespan closes the pools.
-        timeout_graceful_shutdown=math.ceil(grace_s),
+        timeout_graceful_shutdown=math.ceil(http.shutdown_grace_s),
     )
     return 0
 

@@ -115,6 +115,7 @@ class HttpSettings(_Section):
     api_keys: SecretStr | None = None
     idempotency_retention_s: Positive
     shutdown_grace_s: Annotated[float, Field(ge=0)]
+    keep_alive_s: PositiveSeconds
 
     @field_validator("api_keys", mode="before")
     @classmethod

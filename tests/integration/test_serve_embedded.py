@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import socket
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from PIL import Image
 
-from tests.support.server import running_server
+from tests.support.server import RunningServer, running_server
 
 LINE = re.compile(
     r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} INFO (\S+) \[\d+\] \[\w+:\d+\] "
@@ -46,3 +49,45 @@ def test_embedded_server_serves_all_four_endpoints(tmp_path: Path) -> None:
     assert ("POST", "/image") in {(m, p) for _, m, p in starts}
     assert starts == ends, logs
     assert (tmp_path / "data" / "pixyproxy.sqlite3").exists()
+
+
+# --- keep-alive ----------------------------------------------------------------------------------
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: pixyproxy\r\n\r\n"
+
+
+def _connect(server: RunningServer) -> socket.socket:
+    address = urlsplit(server.base_url)
+    return socket.create_connection((address.hostname, address.port), timeout=5)
+
+
+def _ask_healthz(sock: socket.socket) -> bytes:
+    """Send one request on `sock` and read its whole answer (headers and the short JSON body)."""
+    sock.sendall(HEALTHZ)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_an_idle_connection_outlives_the_five_second_pools_of_common_clients(tmp_path: Path) -> None:
+    # httpx (and so the openai SDK) reuses a pooled connection for up to 5 s. If the server also
+    # closed idle connections at 5 s, a request sent as the server closes is reset: the load test
+    # saw exactly that. The server must be the one that waits longer.
+    env = {"PIXYPROXY_DATA_DIR": str(tmp_path / "data")}
+    with running_server(env, tmp_path / "server.log") as server, _connect(server) as sock:
+        assert _ask_healthz(sock).startswith(b"HTTP/1.1 200 ")
+        time.sleep(5.5)
+        assert _ask_healthz(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_idle_connections_are_closed_after_the_configured_keep_alive(tmp_path: Path) -> None:
+    env = {"PIXYPROXY_DATA_DIR": str(tmp_path / "data"), "PIXYPROXY_KEEP_ALIVE_S": "1"}
+    with running_server(env, tmp_path / "server.log") as server, _connect(server) as sock:
+        assert _ask_healthz(sock).startswith(b"HTTP/1.1 200 ")
+        time.sleep(2.5)
+        sock.settimeout(0.5)  # an open connection would raise TimeoutError here
+        assert sock.recv(1) == b"", "the server should have closed the idle connection"

@@ -69,6 +69,7 @@ def test_environment_overrides_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("PIXYPROXY_MAX_CONCURRENT_GENERATIONS", "0"),
         ("PIXYPROXY_LOG_FORMAT", "xml"),
         ("PIXYPROXY_PROCEDURAL_SIZE", "big"),
+        ("PIXYPROXY_KEEP_ALIVE_S", "0"),
     ],
 )
 def test_a_bad_value_names_its_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
