@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(container: Container, args: argparse.Namespace, http: HttpSettings) -> int:
     import uvicorn
 
+    from pixyproxy.entrypoints.metrics import shared_between_workers
+
     # uvicorn reports a failed lifespan as a stack trace and exit 3; checking the adapters here
     # first turns a missing bucket (say) into one line and exit 2. The app repeats it per worker.
     asyncio.run(_check_adapters(container))
@@ -85,25 +87,26 @@ def _serve(container: Container, args: argparse.Namespace, http: HttpSettings) -
     # -15, or a KeyboardInterrupt trace) after the work was done; a clean stop exits 0 instead.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _stopped)
-    uvicorn.run(
-        # Each worker process builds the app through this factory, which sets up logging there too.
-        "pixyproxy.entrypoints.http.app:create_served_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers if args.workers > 1 else None,
-        reload=args.reload,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        # A client reuses an idle pooled connection until its own expiry (httpx: 5 s, load
-        # balancers: often 60 s). A server that closes first races the client's next request,
-        # which is then reset; so the server keeps idle connections open longer than they do.
-        timeout_keep_alive=math.ceil(http.keep_alive_s),
-        # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight
-        # (a generation can take a minute) before the lifespan closes the pools.
-        timeout_graceful_shutdown=math.ceil(http.shutdown_grace_s),
-    )
+    with shared_between_workers(args.workers):
+        uvicorn.run(
+            # Each worker process builds the app through this factory, which sets up logging there.
+            "pixyproxy.entrypoints.http.app:create_served_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers if args.workers > 1 else None,
+            reload=args.reload,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            # A client reuses an idle pooled connection until its own expiry (httpx: 5 s, load
+            # balancers: often 60 s). A server that closes first races the client's next request,
+            # which is then reset; so the server keeps idle connections open longer than they do.
+            timeout_keep_alive=math.ceil(http.keep_alive_s),
+            # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight
+            # (a generation can take a minute) before the lifespan closes the pools.
+            timeout_graceful_shutdown=math.ceil(http.shutdown_grace_s),
+        )
     return 0
 
 

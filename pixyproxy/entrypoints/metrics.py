@@ -1,16 +1,51 @@
-"""Prometheus metrics: requests, generations and stored bytes, via port decorators and middleware."""
+"""Prometheus metrics: requests, generations and stored bytes, via port decorators and middleware.
+
+Under `pixyproxy serve --workers N` each worker writes its metrics to files in a directory shared
+by all (prometheus_client's multiprocess mode, chosen by `PROMETHEUS_MULTIPROC_DIR` before the
+worker imports prometheus_client), so whichever worker answers a scrape reports every worker's.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixyproxy.domain.models import BlobInfo, GeneratedImage, GenerationOptions
 from pixyproxy.ports import BlobStore, ImageGenerator
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def shared_between_workers(workers: int) -> Iterator[None]:
+    """For the parent of several workers: a fresh directory they all write their metrics to.
+
+    The workers inherit its path through the environment; it is removed once they have stopped.
+    A directory the operator named in PROMETHEUS_MULTIPROC_DIR is used as it is and kept.
+    """
+    if workers < 2 or os.environ.get(SHARED_DIR_ENV):
+        yield
+        return
+    shared_dir = tempfile.mkdtemp(prefix="pixyproxy-metrics-")
+    os.environ[SHARED_DIR_ENV] = shared_dir
+    log.info("metrics of %d workers are gathered in %s", workers, shared_dir)
+    try:
+        yield
+    finally:
+        del os.environ[SHARED_DIR_ENV]
+        shutil.rmtree(shared_dir, ignore_errors=True)
 
 
 class Metrics:
@@ -46,7 +81,8 @@ class Metrics:
         )
         self.generations_in_flight = Gauge(
             "pixyproxy_generations_in_flight",
-            "Generations under way in this worker.",
+            "Generations under way.",
+            multiprocess_mode="livesum",  # under several workers: the sum over the live ones
             registry=self.registry,
         )
         self.bytes_stored = Counter(
@@ -54,6 +90,21 @@ class Metrics:
             "Bytes written to the blob store.",
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text: this process's metrics, or every worker's when they share a directory."""
+        shared_dir = os.environ.get(SHARED_DIR_ENV)
+        if not shared_dir:
+            return generate_latest(self.registry)
+        gathered = CollectorRegistry()
+        MultiProcessCollector(gathered, path=shared_dir)  # type: ignore[no-untyped-call]  # untyped upstream
+        return generate_latest(gathered)
+
+    def forget_this_process(self) -> None:
+        """On a worker's exit: drop its live gauges from the shared files; its counts stay counted."""
+        shared_dir = os.environ.get(SHARED_DIR_ENV)
+        if shared_dir:
+            mark_process_dead(os.getpid(), shared_dir)  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 class MeteredImageGenerator:

@@ -435,6 +435,45 @@ def test_metrics_count_generations_bytes_and_routes(upstream: FakeOpenAI, tmp_pa
         assert f"pixyproxy_blob_bytes_stored_total {float(detail['size_bytes'])}" in lines
 
 
+METRICS_DIR = re.compile(r"metrics of \d+ workers are gathered in (\S+)")
+
+
+@pytest.mark.slow
+def test_every_scrape_sees_the_counts_of_every_worker(tmp_path: Path) -> None:
+    env = {"PIXYPROXY_DATA_DIR": str(tmp_path / "data"), "PIXYPROXY_PROCEDURAL_SIZE": "64x64"}
+    server = start_server(env, tmp_path / "server.log", extra_args=["--workers", "2"])
+    try:
+        wait_for_workers(server, 2)
+        workers = worker_pids(server)
+        created: list[httpx.Response] = []
+        for batch in range(8):  # a new connection each time: whichever worker accepts answers
+            created += [
+                httpx.post(server.base_url + "/image", json={"prompt": f"metrics {batch} {i}"}, timeout=30)
+                for i in range(5)
+            ]
+            if {serving_pid(r) for r in created} == workers:
+                break
+        assert {serving_pid(r) for r in created} == workers
+        assert [r.status_code for r in created] == [201] * len(created)
+
+        total = float(len(created))
+        scrapes = [httpx.get(server.base_url + "/metrics", timeout=10) for _ in range(6)]
+        for scrape in scrapes:
+            lines = scrape.text.splitlines()
+            assert (
+                f'pixyproxy_http_requests_total{{method="POST",route="/image",status="201"}} {total}' in lines
+            )
+            assert f'{GENERATIONS}{{generator="procedural",outcome="ok"}} {total}' in lines
+            assert "pixyproxy_generations_in_flight 0.0" in lines
+        gathered_in = METRICS_DIR.search(server.logs())
+        assert gathered_in, server.logs()
+        assert Path(gathered_in.group(1)).is_dir()
+        assert server.stop() == 0
+    finally:
+        server.stop()
+    assert not Path(gathered_in.group(1)).exists(), "the parent removes the metrics files it made"
+
+
 # --- 5. JSON logs ---------------------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +13,7 @@ from pixyproxy.adapters.memory import InMemoryBlobStore, InMemoryImageRepository
 from pixyproxy.domain.exceptions import BlobStoreUnavailableError
 from pixyproxy.entrypoints.container import Container, build_container
 from pixyproxy.entrypoints.http.app import create_app
+from pixyproxy.entrypoints.metrics import SHARED_DIR_ENV, shared_between_workers
 from tests.unit.test_http import assert_problem
 
 
@@ -114,3 +117,30 @@ async def test_keys_never_reach_the_log(
 async def test_memory_repository_binding_is_shared_per_container(container: Container) -> None:
     assert container.repository() is container.repository()
     assert isinstance(container.selected_repository(), InMemoryImageRepository)
+
+
+def test_one_worker_keeps_its_metrics_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SHARED_DIR_ENV, raising=False)
+    with shared_between_workers(1):
+        assert SHARED_DIR_ENV not in os.environ
+
+
+def test_several_workers_share_a_fresh_directory_removed_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SHARED_DIR_ENV, raising=False)
+    with shared_between_workers(2):
+        shared_dir = Path(os.environ[SHARED_DIR_ENV])
+        assert shared_dir.is_dir()
+        assert list(shared_dir.iterdir()) == []
+        (shared_dir / "counter_123.db").write_bytes(b"x")
+    assert SHARED_DIR_ENV not in os.environ
+    assert not shared_dir.exists()
+
+
+def test_an_operators_metrics_directory_is_used_and_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
+    with shared_between_workers(4):
+        assert os.environ[SHARED_DIR_ENV] == str(tmp_path)
+    assert os.environ[SHARED_DIR_ENV] == str(tmp_path)
+    assert tmp_path.is_dir()

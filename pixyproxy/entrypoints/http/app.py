@@ -54,6 +54,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         )
         yield
         await close_adapters(container)
+        container.metrics().forget_this_process()
 
     app = FastAPI(
         title="PixyProxy",

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from pixyproxy.app.health import ReadinessChecker
@@ -58,11 +58,11 @@ async def readyz(
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this worker",
+    summary="Prometheus metrics of every worker",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
 )
 @inject
 async def metrics(metrics: Annotated[Metrics, Depends(AsyncProvide[Container.metrics])]) -> Response:
     """Every metric in Prometheus text format."""
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
