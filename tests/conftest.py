@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: the OpenAI-compatible fake upstream."""
+"""Fixtures shared by every test package: the OpenAI-compatible fake upstream and an S3 server."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,13 @@ def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
     """The fake, reset to fast normal answers and zero counts for one test."""
     fake_openai.reset()
     return fake_openai
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto S3 server process for the session, with fake AWS credentials in the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS_ENV.items():
+            patch.setenv(name, value)
+        with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+            yield server

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.app.caching import CachedImageRepository
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
+from tests.support.moto_server import MotoServer, new_bucket_name
 from tests.support.mysql import fresh_mysql_repository
 
 
@@ -43,16 +43,6 @@ async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         yield repo
     finally:
         await repo.close()
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """One moto S3 server process for the session, with fake AWS credentials in the environment."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_AWS_ENV.items():
-            patch.setenv(name, value)
-        with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-            yield server
 
 
 @pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])

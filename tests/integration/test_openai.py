@@ -30,6 +30,7 @@ from pixyproxy.domain.models import GenerationOptions
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.real_parts import free_port
 from tests.support.server import RunningServer, running_server
+from tests.support.stack import openai_env
 
 API_KEY = "sk-test-SECRET-7f3a9c1e5b"
 NO_OPTIONS = GenerationOptions()
@@ -287,28 +288,18 @@ def test_the_repr_never_shows_the_key() -> None:
 # --- the whole server ----------------------------------------------------------------------------
 
 
-def server_env(fake: FakeOpenAI, data_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for `pixyproxy serve` with the OpenAI generator aimed at the fake."""
-    return {
-        "PIXYPROXY_DATA_DIR": str(data_dir),
-        "PIXYPROXY_GENERATOR": "openai",
-        "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": API_KEY,
-        "PIXYPROXY_OPENAI_MODEL": "gpt-image-1",
-        "PIXYPROXY_OPENAI_TIMEOUT_S": "1.5",
-        "PIXYPROXY_OPENAI_MAX_RETRIES": "0",
-        "PIXYPROXY_MAX_CONCURRENT_GENERATIONS": "4",
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def openai_server(
     fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """`pixyproxy serve` with the OpenAI generator aimed at the fake."""
     root = tmp_path_factory.mktemp("openai-server")
-    with running_server(server_env(fake_openai, root / "data"), root / "server.log") as server:
+    env = {
+        **openai_env(fake_openai, api_key=API_KEY, timeout_s=1.5, max_retries=0),
+        "PIXYPROXY_DATA_DIR": str(root / "data"),
+        "PIXYPROXY_MAX_CONCURRENT_GENERATIONS": "4",
+    }
+    with running_server(env, root / "server.log") as server:
         yield server
 
 

@@ -24,10 +24,11 @@ import pytest
 
 from pixyproxy.adapters.mysql import parse_mysql_url
 from tests.support.fake_openai import FakeOpenAI, running_fake_openai
-from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, new_bucket_name
+from tests.support.moto_server import MotoServer, new_bucket_name
 from tests.support.mysql import admin_connection, connection_ids
 from tests.support.real_parts import free_port
 from tests.support.server import RunningServer, running_server, start_server
+from tests.support.stack import mysql_env, openai_env, s3_env
 
 API_KEY = "sk-test-ops-0c4d"
 GENERATIONS = "pixyproxy_generations_total"
@@ -45,30 +46,18 @@ def upstream() -> Iterator[FakeOpenAI]:
 def mysql_s3_env(mysql_url: str, moto: MotoServer, bucket: str, data_dir: Path) -> dict[str, str]:
     """MariaDB for records, moto S3 for bytes, the offline generator."""
     return {
-        **FAKE_AWS_ENV,
-        "PIXYPROXY_REPOSITORY": "mysql",
-        "PIXYPROXY_MYSQL_URL": mysql_url,
-        "PIXYPROXY_BLOB_STORE": "s3",
-        "PIXYPROXY_S3_BUCKET": bucket,
-        "PIXYPROXY_S3_ENDPOINT_URL": moto.endpoint_url,
-        "PIXYPROXY_S3_CREATE_BUCKET": "true",
-        "PIXYPROXY_S3_TIMEOUT_S": "2",
-        "PIXYPROXY_S3_MAX_ATTEMPTS": "1",
+        **mysql_env(mysql_url),
+        **s3_env(moto, bucket),
         "PIXYPROXY_DATA_DIR": str(data_dir),
         "PIXYPROXY_PROCEDURAL_SIZE": "64x64",
     }
 
 
-def openai_env(fake: FakeOpenAI, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The OpenAI generator aimed at the fake, with no retries."""
+def upstream_env(fake: FakeOpenAI, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The OpenAI generator aimed at the fake, with no retries, over the embedded default."""
     return {
+        **openai_env(fake, api_key=API_KEY, timeout_s=10, max_retries=0),
         "PIXYPROXY_DATA_DIR": str(data_dir),
-        "PIXYPROXY_GENERATOR": "openai",
-        "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": API_KEY,
-        "PIXYPROXY_OPENAI_MODEL": "gpt-image-1",
-        "PIXYPROXY_OPENAI_TIMEOUT_S": "10",
-        "PIXYPROXY_OPENAI_MAX_RETRIES": "0",
         **extra,
     }
 
@@ -264,7 +253,7 @@ def test_sigterm_finishes_the_generation_in_flight_then_exits_0(
     mysql_url: str, upstream: FakeOpenAI, tmp_path: Path
 ) -> None:
     upstream.set_mode("slow", delay_s=3)
-    env = openai_env(
+    env = upstream_env(
         upstream,
         tmp_path / "data",
         PIXYPROXY_REPOSITORY="mysql",
@@ -404,7 +393,7 @@ def test_readyz_names_an_unreachable_database_while_healthz_stays_up(tmp_path: P
 
 @pytest.mark.slow
 def test_metrics_count_generations_bytes_and_routes(upstream: FakeOpenAI, tmp_path: Path) -> None:
-    with running_server(openai_env(upstream, tmp_path / "data"), tmp_path / "server.log") as server:
+    with running_server(upstream_env(upstream, tmp_path / "data"), tmp_path / "server.log") as server:
         with server.client() as client:
             created = client.post("/image", json={"prompt": "count me"})
             assert created.status_code == 201, created.text

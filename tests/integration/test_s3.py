@@ -7,42 +7,26 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, new_bucket_name
 from tests.support.real_parts import free_port
 from tests.support.server import running_server
+from tests.support.stack import s3_client, s3_env
 
 pytestmark = pytest.mark.s3
 
 
 def _s3_env(moto: MotoServer, tmp_path: Path, bucket: str, **extra: str) -> dict[str, str]:
+    """Bytes in S3, records in the embedded SQLite."""
     return {
-        **FAKE_AWS_ENV,
+        **s3_env(moto, bucket),
         "PIXYPROXY_REPOSITORY": "sqlite",
         "PIXYPROXY_DATA_DIR": str(tmp_path / "data"),
-        "PIXYPROXY_BLOB_STORE": "s3",
-        "PIXYPROXY_S3_BUCKET": bucket,
-        "PIXYPROXY_S3_ENDPOINT_URL": moto.endpoint_url,
-        "PIXYPROXY_S3_CREATE_BUCKET": "true",
-        "PIXYPROXY_S3_TIMEOUT_S": "2",
-        "PIXYPROXY_S3_MAX_ATTEMPTS": "1",
         **extra,
     }
-
-
-def _raw_client(moto: MotoServer) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 def _serve_and_fail(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -101,7 +85,7 @@ def test_images_round_trip_through_s3(moto: MotoServer, tmp_path: Path) -> None:
             client.get(f"/image/{detail['guid']}/content", headers={"If-None-Match": etag}).status_code == 304
         )
 
-    listed = _raw_client(moto).list_objects_v2(Bucket=bucket)["Contents"]
+    listed = s3_client(moto).list_objects_v2(Bucket=bucket)["Contents"]
     assert [o["Key"] for o in listed] == [f"pictures/{detail['filename']}"]
 
 
@@ -160,7 +144,7 @@ def test_s3_outage_answers_503_and_recovers_without_a_restart(moto: MotoServer, 
         assert content.headers["content-type"] == "application/problem+json"
 
         moto.start()  # same port; moto's buckets were in memory, so the bucket must be made again
-        _raw_client(moto).create_bucket(Bucket=bucket)
+        s3_client(moto).create_bucket(Bucket=bucket)
         again = client.post("/image", json={"prompt": "after the outage"})
         assert again.status_code == 201, again.text
         assert len(client.get("/image").json()) == len(before) + 1

@@ -19,33 +19,23 @@ from pixyproxy.domain.exceptions import (
     BlobStoreUnavailableError,
     ConfigurationError,
 )
-from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, moto_server, new_bucket_name
+from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, new_bucket_name
 from tests.support.real_parts import free_port
 
 pytestmark = pytest.mark.s3
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """A moto S3 server for this module, with fake credentials in the environment."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_AWS_ENV.items():
-            patch.setenv(name, value)
-        with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as running:
-            yield running
-
-
 @pytest.fixture
-def raw_client(server: MotoServer) -> Any:
+def raw_client(s3_server: MotoServer) -> Any:
     """A plain boto3 client on the same server, to look behind the adapter's back."""
-    return boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1")
 
 
 @pytest.fixture
-async def store(server: MotoServer) -> AsyncIterator[S3BlobStore]:
+async def store(s3_server: MotoServer) -> AsyncIterator[S3BlobStore]:
     """An adapter on a fresh bucket, under the default 'images/' prefix."""
     blob_store = S3BlobStore(
-        bucket=new_bucket_name(), endpoint_url=server.endpoint_url, prefix="images", create_bucket=True
+        bucket=new_bucket_name(), endpoint_url=s3_server.endpoint_url, prefix="images", create_bucket=True
     )
     await blob_store.initialize()
     try:
@@ -68,9 +58,9 @@ async def test_objects_live_under_the_prefix_and_list_without_it(store: S3BlobSt
     assert [b.key for b in await store.list_blobs()] == ["2026/a.png"]
 
 
-async def test_list_pages_through_more_than_one_page(server: MotoServer) -> None:
+async def test_list_pages_through_more_than_one_page(s3_server: MotoServer) -> None:
     store = S3BlobStore(
-        bucket=new_bucket_name(), endpoint_url=server.endpoint_url, create_bucket=True, list_page_size=2
+        bucket=new_bucket_name(), endpoint_url=s3_server.endpoint_url, create_bucket=True, list_page_size=2
     )
     await store.initialize()
     keys = {f"k{i}.png" for i in range(7)}
@@ -103,10 +93,10 @@ async def test_get_refuses_bytes_that_do_not_match_their_checksum(
 
 
 async def test_absent_bucket_stops_start_up_unless_creation_is_allowed(
-    server: MotoServer, raw_client: Any
+    s3_server: MotoServer, raw_client: Any
 ) -> None:
     bucket = new_bucket_name()
-    strict = S3BlobStore(bucket=bucket, endpoint_url=server.endpoint_url)
+    strict = S3BlobStore(bucket=bucket, endpoint_url=s3_server.endpoint_url)
     with pytest.raises(ConfigurationError, match="does not exist") as caught:
         await strict.initialize()
     assert caught.value.setting == "PIXYPROXY_S3_BUCKET"
@@ -114,7 +104,7 @@ async def test_absent_bucket_stops_start_up_unless_creation_is_allowed(
         await strict.put("a.png", b"x", content_type="image/png")
     assert bucket not in {b["Name"] for b in raw_client.list_buckets()["Buckets"]}
 
-    creating = S3BlobStore(bucket=bucket, endpoint_url=server.endpoint_url, create_bucket=True)
+    creating = S3BlobStore(bucket=bucket, endpoint_url=s3_server.endpoint_url, create_bucket=True)
     await creating.initialize()
     await creating.initialize()  # a second worker finding it there is fine
     assert bucket in {b["Name"] for b in raw_client.list_buckets()["Buckets"]}
@@ -123,18 +113,18 @@ async def test_absent_bucket_stops_start_up_unless_creation_is_allowed(
     await creating.close()
 
 
-async def test_invalid_bucket_name_is_a_configuration_error(server: MotoServer) -> None:
-    store = S3BlobStore(bucket="ab", endpoint_url=server.endpoint_url, create_bucket=True)
+async def test_invalid_bucket_name_is_a_configuration_error(s3_server: MotoServer) -> None:
+    store = S3BlobStore(bucket="ab", endpoint_url=s3_server.endpoint_url, create_bucket=True)
     with pytest.raises(ConfigurationError, match="PIXYPROXY_S3_BUCKET"):
         await store.initialize()
 
 
 @pytest.mark.parametrize("prefix", ["images", "/images/", "images/"])
 async def test_prefix_is_normalised_to_one_trailing_slash(
-    server: MotoServer, raw_client: Any, prefix: str
+    s3_server: MotoServer, raw_client: Any, prefix: str
 ) -> None:
     store = S3BlobStore(
-        bucket=new_bucket_name(), endpoint_url=server.endpoint_url, prefix=prefix, create_bucket=True
+        bucket=new_bucket_name(), endpoint_url=s3_server.endpoint_url, prefix=prefix, create_bucket=True
     )
     await store.initialize()
     await store.put("a.png", b"x", content_type="image/png")

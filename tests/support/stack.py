@@ -28,32 +28,60 @@ PREFIX = "images/"
 API_KEY = "sk-test-resilience-SECRET-4b1d"
 
 
+# --- environments for `pixyproxy serve`, one fragment per adapter, combined with `|` ---------------
+
+
+def mysql_env(url: str) -> dict[str, str]:
+    """Records in MariaDB, giving up on a connection after 2 s."""
+    return {
+        "PIXYPROXY_REPOSITORY": "mysql",
+        "PIXYPROXY_MYSQL_URL": url,
+        "PIXYPROXY_MYSQL_CONNECT_TIMEOUT_S": "2",
+    }
+
+
+def s3_env(moto: MotoServer, bucket: str) -> dict[str, str]:
+    """Bytes in a bucket on the moto server (created at start-up), one attempt of 2 s per call."""
+    return {
+        **FAKE_AWS_ENV,
+        "PIXYPROXY_BLOB_STORE": "s3",
+        "PIXYPROXY_S3_BUCKET": bucket,
+        "PIXYPROXY_S3_ENDPOINT_URL": moto.endpoint_url,
+        "PIXYPROXY_S3_CREATE_BUCKET": "true",
+        "PIXYPROXY_S3_TIMEOUT_S": "2",
+        "PIXYPROXY_S3_MAX_ATTEMPTS": "1",
+    }
+
+
+def openai_env(
+    fake: FakeOpenAI, *, api_key: str, timeout_s: float, max_retries: int | None = None
+) -> dict[str, str]:
+    """The OpenAI generator aimed at the fake upstream; retries as configured, else the default."""
+    env = {
+        "PIXYPROXY_GENERATOR": "openai",
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": api_key,
+        "PIXYPROXY_OPENAI_MODEL": "gpt-image-1",
+        "PIXYPROXY_OPENAI_TIMEOUT_S": str(timeout_s),
+    }
+    if max_retries is not None:
+        env["PIXYPROXY_OPENAI_MAX_RETRIES"] = str(max_retries)
+    return env
+
+
 def stack_env(
     *, mysql_url: str, moto: MotoServer, bucket: str, data_dir: Path, fake: FakeOpenAI | None, **extra: str
 ) -> dict[str, str]:
     """The environment of a server on MariaDB + S3 + (the fake OpenAI upstream, or procedural)."""
     env = {
-        **FAKE_AWS_ENV,
-        "PIXYPROXY_REPOSITORY": "mysql",
-        "PIXYPROXY_MYSQL_URL": mysql_url,
-        "PIXYPROXY_MYSQL_CONNECT_TIMEOUT_S": "2",
-        "PIXYPROXY_DATA_DIR": str(data_dir),
-        "PIXYPROXY_BLOB_STORE": "s3",
-        "PIXYPROXY_S3_BUCKET": bucket,
-        "PIXYPROXY_S3_ENDPOINT_URL": moto.endpoint_url,
+        **mysql_env(mysql_url),
+        **s3_env(moto, bucket),
         "PIXYPROXY_S3_PREFIX": PREFIX,
-        "PIXYPROXY_S3_CREATE_BUCKET": "true",
-        "PIXYPROXY_S3_TIMEOUT_S": "2",
-        "PIXYPROXY_S3_MAX_ATTEMPTS": "1",
+        "PIXYPROXY_DATA_DIR": str(data_dir),
         "PIXYPROXY_PROCEDURAL_SIZE": "32x32",
     }
     if fake is not None:
-        env |= {
-            "PIXYPROXY_GENERATOR": "openai",
-            "OPENAI_API_KEY": API_KEY,
-            "OPENAI_BASE_URL": fake.base_url,
-            "PIXYPROXY_OPENAI_TIMEOUT_S": "20",
-        }
+        env |= openai_env(fake, api_key=API_KEY, timeout_s=20)
     return {**env, **extra}
 
 
