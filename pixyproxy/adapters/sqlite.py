@@ -12,13 +12,13 @@ from uuid import UUID
 
 import aiosqlite
 
+from pixyproxy.adapters.sql_rows import RowMapping
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
     ImageNotFoundError,
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
-    GenerationInfo,
     IdempotencyRecord,
     ImageRecord,
     NewImage,
@@ -62,35 +62,7 @@ def _parse_timestamp(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def image_to_row(image: NewImage) -> dict[str, Any]:
-    """The SQL parameters of a record: the one place a model becomes a row."""
-    return {
-        "guid": str(image.guid),
-        "prompt": image.prompt,
-        "filename": image.filename,
-        "content_type": image.content_type,
-        "size_bytes": image.size_bytes,
-        "sha256": image.sha256,
-        "generation": image.generation.model_dump_json(),
-        "created_at": _timestamp(image.created_at),
-        "updated_at": _timestamp(image.updated_at),
-    }
-
-
-def row_to_image(row: Mapping[str, Any] | sqlite3.Row) -> ImageRecord:
-    """The record of a row: the one place a row becomes a model."""
-    return ImageRecord(
-        id=row["id"],
-        guid=UUID(row["guid"]),
-        prompt=row["prompt"],
-        filename=row["filename"],
-        content_type=row["content_type"],
-        size_bytes=row["size_bytes"],
-        sha256=row["sha256"],
-        generation=GenerationInfo.model_validate_json(row["generation"]),
-        created_at=_parse_timestamp(row["created_at"]),
-        updated_at=_parse_timestamp(row["updated_at"]),
-    )
+ROWS = RowMapping(to_db_time=_timestamp, from_db_time=_parse_timestamp)
 
 
 class SqliteImageRepository:
@@ -146,18 +118,18 @@ class SqliteImageRepository:
                 " generation, created_at, updated_at) VALUES (:guid, :prompt, :filename,"
                 " :content_type, :size_bytes, :sha256, :generation, :created_at, :updated_at)"
                 " RETURNING " + _COLUMNS,
-                image_to_row(image),
+                ROWS.image_to_row(image),
             )
         except sqlite3.IntegrityError as err:
             raise DuplicateImageError(image.guid) from err
-        return row_to_image(rows[0])
+        return ROWS.row_to_image(rows[0])
 
     async def get(self, guid: UUID) -> ImageRecord:
         """The record with this GUID."""
         rows = await self._fetch(_SELECT + " WHERE guid = :guid", {"guid": str(guid)})
         if not rows:
             raise ImageNotFoundError(guid)
-        return row_to_image(rows[0])
+        return ROWS.row_to_image(rows[0])
 
     async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
         """Newest first by (created_at, guid), keyset-paged."""
@@ -171,7 +143,7 @@ class SqliteImageRepository:
                 "created_at": _timestamp(after.created_at),
                 "guid": str(after.guid),
             }
-        return [row_to_image(row) for row in await self._fetch(sql, params)]
+        return [ROWS.row_to_image(row) for row in await self._fetch(sql, params)]
 
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:
         """Every record's (guid, filename)."""
@@ -196,13 +168,7 @@ class SqliteImageRepository:
         )
         if not rows:  # released between our two statements: try again
             return await self.claim_idempotency_key(key, request_hash=request_hash, now=now)
-        row = rows[0]
-        return IdempotencyRecord(
-            key=row["idem_key"],
-            request_hash=row["request_hash"],
-            guid=UUID(row["guid"]) if row["guid"] else None,
-            created_at=_parse_timestamp(row["created_at"]),
-        )
+        return ROWS.row_to_idempotency(rows[0])
 
     async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
         """Point the key at its image."""

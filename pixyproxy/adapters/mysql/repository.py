@@ -20,6 +20,7 @@ from pixyproxy.adapters.mysql.connection import (
     unavailable,
 )
 from pixyproxy.adapters.mysql.init import init_schema
+from pixyproxy.adapters.sql_rows import RowMapping
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
     ImageNotFoundError,
@@ -27,7 +28,6 @@ from pixyproxy.domain.exceptions import (
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
-    GenerationInfo,
     IdempotencyRecord,
     ImageRecord,
     NewImage,
@@ -62,46 +62,7 @@ def _from_db_time(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
-def image_to_row(image: NewImage) -> dict[str, Any]:
-    """The SQL parameters of a record: the one place a model becomes a row."""
-    return {
-        "guid": str(image.guid),
-        "prompt": image.prompt,
-        "filename": image.filename,
-        "content_type": image.content_type,
-        "size_bytes": image.size_bytes,
-        "sha256": image.sha256,
-        "generation": image.generation.model_dump_json(),
-        "created_at": _to_db_time(image.created_at),
-        "updated_at": _to_db_time(image.updated_at),
-    }
-
-
-def row_to_image(row: Row) -> ImageRecord:
-    """The record of a row: the one place a row becomes a model."""
-    return ImageRecord(
-        id=int(row["id"]),
-        guid=UUID(row["guid"]),
-        prompt=row["prompt"],
-        filename=row["filename"],
-        content_type=row["content_type"],
-        size_bytes=int(row["size_bytes"]),
-        sha256=row["sha256"],
-        generation=GenerationInfo.model_validate_json(row["generation"]),
-        created_at=_from_db_time(row["created_at"]),
-        updated_at=_from_db_time(row["updated_at"]),
-    )
-
-
-def row_to_idempotency(row: Row) -> IdempotencyRecord:
-    """The idempotency record of a row."""
-    key = row["idem_key"]
-    return IdempotencyRecord(
-        key=key.decode() if isinstance(key, bytes | bytearray) else key,
-        request_hash=row["request_hash"],
-        guid=UUID(row["guid"]) if row["guid"] else None,
-        created_at=_from_db_time(row["created_at"]),
-    )
+ROWS = RowMapping(to_db_time=_to_db_time, from_db_time=_from_db_time)
 
 
 class MySqlImageRepository:
@@ -234,7 +195,7 @@ class MySqlImageRepository:
 
     async def add(self, image: NewImage) -> ImageRecord:
         """Insert a record; its id comes from AUTO_INCREMENT."""
-        row = image_to_row(image)
+        row = ROWS.image_to_row(image)
 
         sent = False
 
@@ -256,7 +217,7 @@ class MySqlImageRepository:
             # The connection died with the INSERT sent: it may have committed (the answer was
             # lost), or still be running on the server (a KILL closes the socket first).
             return await self._settle_lost_insert(image, row, insert, lost=err)
-        return row_to_image({**row, "id": new_id})
+        return ROWS.row_to_image({**row, "id": new_id})
 
     async def _settle_lost_insert(
         self,
@@ -284,18 +245,18 @@ class MySqlImageRepository:
             if not rows or rows[0]["sha256"] != row["sha256"]:
                 raise DuplicateImageError(image.guid) from err
             log.warning("the insert of %s committed although its connection was lost", image.guid)
-            return row_to_image(rows[0])
+            return ROWS.row_to_image(rows[0])
         except RepositoryUnavailableError as err:
             raise RecordOutcomeUnknownError(image.guid, err.reason) from lost
         log.warning("the insert of %s was lost with its connection, and is now done", image.guid)
-        return row_to_image({**row, "id": new_id})
+        return ROWS.row_to_image({**row, "id": new_id})
 
     async def get(self, guid: UUID) -> ImageRecord:
         """The record with this GUID."""
         rows = await self._fetch(_SELECT + " WHERE guid = %(guid)s", {"guid": str(guid)})
         if not rows:
             raise ImageNotFoundError(guid)
-        return row_to_image(rows[0])
+        return ROWS.row_to_image(rows[0])
 
     async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
         """Newest first by (created_at, guid), keyset-paged."""
@@ -304,7 +265,7 @@ class MySqlImageRepository:
         else:
             params = {"limit": limit, "created_at": _to_db_time(after.created_at), "guid": str(after.guid)}
             rows = await self._fetch(_SELECT + _AFTER + _NEWEST_FIRST, params)
-        return [row_to_image(row) for row in rows]
+        return [ROWS.row_to_image(row) for row in rows]
 
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:
         """Every record's (guid, filename)."""
@@ -333,7 +294,7 @@ class MySqlImageRepository:
                 return None
             rows = await self._fetch(_IDEMPOTENCY_COLUMNS + " WHERE idem_key = %(key)s", params)
             if rows:
-                return row_to_idempotency(rows[0])
+                return ROWS.row_to_idempotency(rows[0])
             # Released between our two statements: claim again.
         raise RepositoryUnavailableError(f"idempotency key {key!r} kept changing hands")
 

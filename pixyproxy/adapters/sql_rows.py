@@ -1,0 +1,69 @@
+"""The one place an image record becomes an SQL row and back, for the SQLite and MySQL repositories.
+
+Both tables have the same columns; only how a timestamp is stored differs. Each repository hands
+in its pair of timestamp conversions and uses the mapping it gets back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from pixyproxy.domain.models import GenerationInfo, IdempotencyRecord, ImageRecord, NewImage
+
+
+class Row(Protocol):
+    """A row read by column name: a dict, an aiomysql DictCursor row or a sqlite3.Row."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RowMapping:
+    """Image and idempotency rows, with the timestamps stored the way one database wants them."""
+
+    to_db_time: Callable[[datetime], Any]
+    from_db_time: Callable[[Any], datetime]
+
+    def image_to_row(self, image: NewImage) -> dict[str, Any]:
+        """The SQL parameters of a record."""
+        return {
+            "guid": str(image.guid),
+            "prompt": image.prompt,
+            "filename": image.filename,
+            "content_type": image.content_type,
+            "size_bytes": image.size_bytes,
+            "sha256": image.sha256,
+            "generation": image.generation.model_dump_json(),
+            "created_at": self.to_db_time(image.created_at),
+            "updated_at": self.to_db_time(image.updated_at),
+        }
+
+    def row_to_image(self, row: Row) -> ImageRecord:
+        """The record of a row."""
+        return ImageRecord(
+            id=int(row["id"]),
+            guid=UUID(row["guid"]),
+            prompt=row["prompt"],
+            filename=row["filename"],
+            content_type=row["content_type"],
+            size_bytes=int(row["size_bytes"]),
+            sha256=row["sha256"],
+            generation=GenerationInfo.model_validate_json(row["generation"]),
+            created_at=self.from_db_time(row["created_at"]),
+            updated_at=self.from_db_time(row["updated_at"]),
+        )
+
+    def row_to_idempotency(self, row: Row) -> IdempotencyRecord:
+        """The idempotency record of a row."""
+        key = row["idem_key"]
+        return IdempotencyRecord(
+            # MySQL keeps the key in a VARBINARY column, which answers bytes.
+            key=key.decode() if isinstance(key, bytes | bytearray) else key,
+            request_hash=row["request_hash"],
+            guid=UUID(row["guid"]) if row["guid"] else None,
+            created_at=self.from_db_time(row["created_at"]),
+        )
