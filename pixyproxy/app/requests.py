@@ -33,6 +33,10 @@ PROMPT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # Visible ASCII only: a key travels in an HTTP header and is compared byte for byte.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+# What each pattern asks for, in words: both the parsers here and the HTTP layer's schema checks say it.
+PROMPT_MESSAGE = "must contain some text, and no control characters other than newline and tab"
+GUID_MESSAGE = "must be a UUID such as 3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b"
+IDEMPOTENCY_KEY_MESSAGE = "must be 1 to 255 visible ASCII characters"
 # The sizes image APIs commonly offer; every generator PixyProxy ships can draw each of them.
 ImageSize = Literal["256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1024x1792", "1792x1024"]
 
@@ -90,14 +94,14 @@ def parse_guid(value: str | UUID) -> UUID:
     except ValueError:
         guid = None
     if guid is None or str(guid) != value.lower():
-        raise InvalidRequestError("must be a UUID like 3f2b1c9e-...-...", field="guid")
+        raise InvalidRequestError(GUID_MESSAGE, field="guid")
     return guid
 
 
 def parse_idempotency_key(key: str) -> str:
     """The key if it is 1 to 255 visible ASCII characters, else an InvalidRequestError."""
     if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-        raise InvalidRequestError("must be 1 to 255 visible ASCII characters", field="Idempotency-Key")
+        raise InvalidRequestError(IDEMPOTENCY_KEY_MESSAGE, field="Idempotency-Key")
     return key
 
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from pixyproxy.app.requests import GUID_MESSAGE, IDEMPOTENCY_KEY_MESSAGE, PROMPT_MESSAGE
 from pixyproxy.domain import exceptions as errors
 from pixyproxy.entrypoints.logging_setup import current_request_id
 
@@ -148,9 +149,9 @@ def problem_response(
 
 # A pattern mismatch would otherwise answer with the regular expression itself.
 PATTERN_MESSAGES = {
-    "prompt": "must contain some text, and no control characters other than newline and tab",
-    "guid": "must be a UUID such as 3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b",
-    "Idempotency-Key": "must be 1 to 255 visible ASCII characters",
+    "prompt": PROMPT_MESSAGE,
+    "guid": GUID_MESSAGE,
+    "Idempotency-Key": IDEMPOTENCY_KEY_MESSAGE,
 }
 _LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
