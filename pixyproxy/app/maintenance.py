@@ -48,15 +48,14 @@ class GarbageCollector:
             orphan_blobs=sorted((b for b in blobs if b.key not in recorded), key=lambda b: b.key),
             missing_blobs=sorted((r for r in records if r[1] not in stored), key=lambda r: r[1]),
         )
-        for blob in report.orphan_blobs:
-            if not delete:
-                continue
-            if now - blob.modified_at < grace:
-                report.kept_young.append(blob.key)
-                continue
-            await self._blob_store.delete(blob.key)
-            report.deleted.append(blob.key)
-            log.info("gc deleted orphan bytes %s (%d bytes)", blob.key, blob.size_bytes)
+        if delete:
+            for blob in report.orphan_blobs:
+                if now - blob.modified_at < grace:
+                    report.kept_young.append(blob.key)
+                    continue
+                await self._blob_store.delete(blob.key)
+                report.deleted.append(blob.key)
+                log.info("gc deleted orphan bytes %s (%d bytes)", blob.key, blob.size_bytes)
         for guid, filename in report.missing_blobs:
             log.warning("gc: record %s points at missing bytes %s", guid, filename)
         return report
