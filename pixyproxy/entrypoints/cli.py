@@ -115,12 +115,10 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 
 
 async def _check_adapters(container: Container) -> None:
-    from pixyproxy.entrypoints.container import close_adapters, initialize_adapters
+    from pixyproxy.entrypoints.container import adapters_open
 
-    try:
-        await initialize_adapters(container)
-    finally:
-        await close_adapters(container)
+    async with adapters_open(container):
+        pass
 
 
 async def _init_db(container: Container) -> int:
@@ -138,14 +136,11 @@ async def _init_db(container: Container) -> int:
 
 
 async def _generate(container: Container, prompt: str, size: str | None) -> int:
-    from pixyproxy.entrypoints.container import close_adapters, initialize_adapters
+    from pixyproxy.entrypoints.container import adapters_open
 
     service = container.image_service()
-    try:
-        await initialize_adapters(container)
+    async with adapters_open(container):
         detail = await service.generate({"prompt": prompt, "size": size})
-    finally:
-        await close_adapters(container)
     print(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
     return 0
 

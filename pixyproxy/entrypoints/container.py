@@ -6,6 +6,8 @@ This module, with the entrypoints, is the only place that names concrete adapter
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,16 @@ async def initialize_adapters(container: Container) -> None:
             await initialize()
         except (RepositoryUnavailableError, BlobStoreUnavailableError, GeneratorUnavailableError) as err:
             log.warning("not ready at start-up, will retry on first use: %s", err)
+
+
+@asynccontextmanager
+async def adapters_open(container: Container) -> AsyncIterator[None]:
+    """The selected adapters started for the block, and closed after it however it ends."""
+    try:
+        await initialize_adapters(container)
+        yield
+    finally:
+        await close_adapters(container)
 
 
 def _plain(settings: Settings) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from pixyproxy import __version__
 from pixyproxy.domain.exceptions import ImageGenerationException
 from pixyproxy.entrypoints.container import (
     Container,
+    adapters_open,
     build_container,
-    close_adapters,
-    initialize_adapters,
 )
 from pixyproxy.entrypoints.http import ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
@@ -44,16 +43,15 @@ def create_app(container: Container | None = None) -> FastAPI:
         # Build the adapters now, so a bad binding fails start-up rather than the first request.
         container.blob_store()
         container.generator()
-        await initialize_adapters(container)
-        log.info(
-            "PixyProxy %s ready: repository=%s blob_store=%s generator=%s",
-            __version__,
-            container.config.repository.kind(),
-            container.config.blob_store.kind(),
-            container.config.generator.kind(),
-        )
-        yield
-        await close_adapters(container)
+        async with adapters_open(container):
+            log.info(
+                "PixyProxy %s ready: repository=%s blob_store=%s generator=%s",
+                __version__,
+                container.config.repository.kind(),
+                container.config.blob_store.kind(),
+                container.config.generator.kind(),
+            )
+            yield
         container.metrics().forget_this_process()
 
     app = FastAPI(
