@@ -67,7 +67,9 @@ def create_app(container: Container | None = None) -> FastAPI:
     for exc_type in (ImageGenerationException, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_exception)
     # Added innermost first: metrics see every final status, the context wraps auth's refusals.
-    app.add_middleware(ApiKeyMiddleware, keys=container.settings().http.key_list())
+    # With no keys configured there is nothing to check, so no layer for it on every request.
+    if keys := container.settings().http.key_list():
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=container.config.http.max_body_bytes())
     app.add_middleware(RequestMetricsMiddleware, metrics=container.metrics())
     _publish_problem_schema(app)
