@@ -165,21 +165,24 @@ class S3BlobStore:
     async def put(self, key: str, data: bytes, *, content_type: str) -> None:
         """Upload in one PUT, which S3 applies atomically; S3 verifies the SHA-256 we send."""
         object_key = self._object_key(key)
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         try:
-            await self._call(
-                "put_object",
-                Bucket=self._bucket,
-                Key=object_key,
-                Body=data,
-                ContentType=content_type,
-                # Our own digest of the bytes we hold: S3 refuses the upload if what arrived differs,
-                # and keeps it so that get() can check the download against it.
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=checksum,
-            )
+            await self._run(partial(self._write, object_key, data, content_type))
         except (BotoCoreError, ClientError) as err:
             raise self._unavailable(err) from err
+
+    def _write(self, object_key: str, data: bytes, content_type: str) -> None:
+        # Hashing megabytes takes milliseconds, so it belongs in the worker thread with the upload.
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+        self._s3().put_object(
+            Bucket=self._bucket,
+            Key=object_key,
+            Body=data,
+            ContentType=content_type,
+            # Our own digest of the bytes we hold: S3 refuses the upload if what arrived differs,
+            # and keeps it so that get() can check the download against it.
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+        )
 
     async def get(self, key: str) -> bytes:
         """Download the object, its SHA-256 checked against the one stored with it."""

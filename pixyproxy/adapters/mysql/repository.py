@@ -20,7 +20,7 @@ from pixyproxy.adapters.mysql.connection import (
     unavailable,
 )
 from pixyproxy.adapters.mysql.init import init_schema
-from pixyproxy.adapters.sql_rows import RowMapping
+from pixyproxy.adapters.sql_rows import Row, RowMapping
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
     ImageNotFoundError,
@@ -37,7 +37,6 @@ from pixyproxy.domain.models import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Row = Mapping[str, Any]
 
 _COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
 _SELECT = "SELECT " + _COLUMNS + " FROM images"  # noqa: S608  # constants only; values are %(named)s
