@@ -52,7 +52,6 @@ def url_with_database(url: str, database: str) -> str:
 def _connect(url: str, *, with_database: bool = True) -> pymysql.connections.Connection:
     target = parse_mysql_url(url)
     kwargs = target.connect_kwargs(connect_timeout_s=5, with_database=with_database)
-    kwargs["connect_timeout"] = 5  # PyMySQL wants whole seconds here
     return pymysql.connect(**kwargs)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -31,10 +30,12 @@ from typing import Any
 
 import httpx
 
-from bench import drive, seed
+from bench import drive, mariadb, seed
 from bench.profile import py_spy, start_recording, summarise
 from bench.servers import BASELINE_APP, PIXYPROXY_APP, REPO_ROOT, Server, running
+from pixyproxy.adapters.mysql.connection import parse_mysql_url
 from pixyproxy.domain.models import NewImage
+from tests.support.fake_openai import running_fake_openai
 
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
 MIB = 1024 * 1024
@@ -197,19 +198,6 @@ def pixyproxy_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     }
 
 
-def mysql_adapter_present() -> bool:
-    """Whether the MySQL adapter has landed (pixyproxy/adapters/mysql/)."""
-    return importlib.util.find_spec("pixyproxy.adapters.mysql") is not None
-
-
-def openai_adapter_present() -> bool:
-    """Whether the OpenAI adapter and its fake upstream have landed."""
-    return (
-        importlib.util.find_spec("pixyproxy.adapters.openai_images") is not None
-        and (REPO_ROOT / "tests" / "support" / "fake_openai.py").exists()
-    )
-
-
 @dataclass(frozen=True)
 class Seeded:
     """The one 1 MiB image every read figure serves, and where PixyProxy and the baseline find it."""
@@ -349,11 +337,6 @@ def mysql_figures(
     def unavailable(reason: str) -> list[Figure]:
         return [Figure(key, title, reason, "", None, target, "n/a") for key, title, target in keys]
 
-    if not mysql_adapter_present():
-        return unavailable("n/a (MySQL adapter not on main yet)"), {}
-    from bench import mariadb
-    from pixyproxy.adapters.mysql.connection import parse_mysql_url
-
     why = mariadb.reachable(settings.mysql_url)
     if why is not None:
         return unavailable(f"n/a (MariaDB unreachable: {why})"), {}
@@ -487,10 +470,6 @@ def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
     """
     title = f"{BURST} concurrent POST /image, upstream {UPSTREAM_DELAY_S * 1000:.0f} ms"
     target = 1.3
-    if not openai_adapter_present():
-        return Figure("3-generate", title, "n/a (OpenAI adapter not on main yet)", "", None, "", "n/a")
-    from tests.support.fake_openai import running_fake_openai
-
     data_dir = workdir / "data-openai"
     prompt = "a lighthouse in a storm, for the bench"
     body = json.dumps({"prompt": prompt})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.support.real_parts import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,14 +33,6 @@ UVICORN_SETTINGS = (
 
 PIXYPROXY_APP = "pixyproxy.entrypoints.http.app:create_app"
 BASELINE_APP = "bench.baseline_app:create_app"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def peak_rss_bytes(pid: int) -> int | None:
