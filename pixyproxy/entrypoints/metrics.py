@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from pixyproxy.domain.models import BlobInfo, GeneratedImage, GenerationOptions
 from pixyproxy.ports import BlobStore, ImageGenerator
@@ -90,6 +90,13 @@ class Metrics:
             "Bytes written to the blob store.",
             registry=self.registry,
         )
+
+    def observe_request(self, scope: Scope, status: int, elapsed_s: float) -> None:
+        """Count and time one request by its route template (never the raw path: GUIDs would
+        explode the labels); the router has put the matched route in the scope by now."""
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.requests.labels(scope["method"], route, str(status)).inc()
+        self.request_latency.labels(scope["method"], route).observe(elapsed_s)
 
     def exposition(self) -> bytes:
         """The Prometheus text: this process's metrics, or every worker's when they share a directory."""
@@ -178,33 +185,3 @@ class MeteredBlobStore:
     async def close(self) -> None:
         """Pass through."""
         await self._inner.close()
-
-
-class RequestMetricsMiddleware:
-    """Counts and times requests by route template (never the raw path: GUIDs would explode labels)."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self._metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Observe one request."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            self._metrics.requests.labels(method, route, str(status)).inc()
-            self._metrics.request_latency.labels(method, route).observe(time.perf_counter() - started)

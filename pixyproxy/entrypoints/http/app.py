@@ -22,7 +22,6 @@ from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
 from pixyproxy.entrypoints.logging_setup import configure_logging
-from pixyproxy.entrypoints.metrics import RequestMetricsMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +65,15 @@ def create_app(container: Container | None = None) -> FastAPI:
     app.include_router(ops.router)
     for exc_type in (ImageGenerationException, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_exception)
-    # Added innermost first: metrics see every final status, the context wraps auth's refusals.
+    # Added innermost first: the request context (logs, metrics) wraps auth's refusals too.
     # With no keys configured there is nothing to check, so no layer for it on every request.
     if keys := container.settings().http.key_list():
         app.add_middleware(ApiKeyMiddleware, keys=keys)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=container.config.http.max_body_bytes())
-    app.add_middleware(RequestMetricsMiddleware, metrics=container.metrics())
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=container.config.http.max_body_bytes(),
+        metrics=container.metrics(),
+    )
     _publish_problem_schema(app)
     return app
 

@@ -1,4 +1,5 @@
-"""Request middleware: the request id, START/END log lines, the body cap, and the last-resort catch."""
+"""Request middleware: the request id, START/END log lines, request metrics, the body cap, and the
+last-resort catch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pixyproxy.domain.exceptions import RequestTooLargeError
 from pixyproxy.entrypoints.http.problems import exception_to_response
 from pixyproxy.entrypoints.logging_setup import current_request_id, new_request_id
+from pixyproxy.entrypoints.metrics import Metrics
 
 log = logging.getLogger("pixyproxy.request")
 
@@ -18,11 +20,15 @@ MAX_CLIENT_REQUEST_ID = 200
 
 
 class RequestContextMiddleware:
-    """Gives each request its id, logs its start and end, caps its body and answers any stray error."""
+    """Gives each request its id, logs and meters its outcome, caps its body and answers any stray error.
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    Outermost of PixyProxy's middleware, it sees every final status, auth refusals included.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point; lifespan and websocket scopes pass straight through."""
@@ -69,8 +75,9 @@ class RequestContextMiddleware:
             else:
                 await exception_to_response(exc, instance=path)(scope, receive, send_with_id)
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            log.info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_ms)
+            elapsed_s = time.perf_counter() - started
+            log.info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_s * 1000)
+            self._metrics.observe_request(scope, status, elapsed_s)
             current_request_id.reset(token)
 
     def _capped(self, receive: Receive) -> Receive:
