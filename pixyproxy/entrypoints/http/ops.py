@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from pixyproxy.app.health import ReadinessChecker
+from pixyproxy.app.health import CheckResult, ReadinessChecker
 from pixyproxy.entrypoints.container import Container
 from pixyproxy.entrypoints.http.injection import AsyncProvide
 from pixyproxy.entrypoints.metrics import Metrics
@@ -15,20 +15,11 @@ from pixyproxy.entrypoints.metrics import Metrics
 router = APIRouter(tags=["operations"])
 
 
-class Check(BaseModel):
-    """One dependency's state."""
-
-    name: str
-    ok: bool
-    detail: str
-    latency_ms: float
-
-
 class Readiness(BaseModel):
     """Whether this worker can serve, and why not."""
 
     ready: bool
-    checks: list[Check]
+    checks: list[CheckResult]
 
 
 @router.get("/healthz", summary="Liveness: the process answers (no I/O)")
@@ -53,7 +44,7 @@ async def readyz(
     ready = all(r.ok for r in results)
     if not ready:
         response.status_code = 503
-    return Readiness(ready=ready, checks=[Check(**r.__dict__) for r in results])
+    return Readiness(ready=ready, checks=results)
 
 
 @router.get(
