@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import httpx
 import pytest
 
 from pixyproxy.adapters.mysql import parse_mysql_url
-from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import MotoServer, new_bucket_name
 from tests.support.mysql import admin_connection, connection_ids
 from tests.support.real_parts import free_port
@@ -34,13 +33,6 @@ API_KEY = "sk-test-ops-0c4d"
 GENERATIONS = "pixyproxy_generations_total"
 REQUEST_ID = re.compile(r"-\d{20}-(\d+)(?:-\d+)?$")  # host (may hold dashes)-datetime-thread[-n]
 NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI upstream, for one test."""
-    with running_fake_openai() as fake:
-        yield fake
 
 
 def mysql_s3_env(mysql_url: str, moto: MotoServer, bucket: str, data_dir: Path) -> dict[str, str]:
