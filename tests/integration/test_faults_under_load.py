@@ -26,7 +26,17 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import moto_server, new_bucket_name
 from tests.support.mysql import admin_connection
 from tests.support.server import RunningServer, running_server
-from tests.support.stack import PREFIX, Burst, all_records, object_keys, post_burst, run_gc, stack_env
+from tests.support.stack import (
+    PREFIX,
+    Burst,
+    all_records,
+    assert_logs_clean,
+    assert_no_orphans,
+    object_keys,
+    post_burst,
+    run_gc,
+    stack_env,
+)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.s3, pytest.mark.slow]
 
@@ -83,17 +93,6 @@ def _kill_repeatedly(database: str, done: threading.Event, kills: list[int]) -> 
             time.sleep(0.005)
 
 
-def _assert_no_orphans(report: dict[str, Any]) -> None:
-    assert report["orphan_blobs"] == []
-    assert report["missing_blobs"] == []
-
-
-def _assert_logs_clean(server: RunningServer) -> None:
-    logs = server.logs()
-    assert " 500 " not in logs
-    assert "unhandled" not in logs
-
-
 def test_killing_database_connections_mid_burst_loses_nothing(
     upstream: FakeOpenAI, mysql_url: str, tmp_path: Path
 ) -> None:
@@ -133,7 +132,7 @@ def test_killing_database_connections_mid_burst_loses_nothing(
             # A record the client never saw confirmed would be an INSERT that committed while its
             # connection died: its bytes must still be there (the checks below), so it is no loss.
             assert created <= {r["guid"] for r in records}
-            _assert_logs_clean(server)
+            assert_logs_clean(server.logs())
             logs = server.logs()
 
         report = run_gc(env)
@@ -147,7 +146,7 @@ def test_killing_database_connections_mid_burst_loses_nothing(
         assert orphans <= kept
         assert len(object_keys(moto, bucket)) == len(records) + len(orphans)
         assert set(run_gc(env, "--delete", "--grace-minutes", "0")["deleted"]) == orphans
-        _assert_no_orphans(run_gc(env))
+        assert_no_orphans(run_gc(env))
 
 
 def test_stopping_s3_mid_burst_creates_no_record_and_recovers(
@@ -193,7 +192,7 @@ def test_stopping_s3_mid_burst_creates_no_record_and_recovers(
                 assert after.status_code == 201, after.text
             records = all_records(server.base_url)
             _assert_created_are_listed_with_bytes(server, burst, records)
-            _assert_logs_clean(server)
+            assert_logs_clean(server.logs())
 
         report = run_gc(env)
         assert report["missing_blobs"] == []
