@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: the OpenAI-compatible fake upstream and an S3 server."""
+"""Fixtures shared by every test package: the fake OpenAI upstream, an S3 server, fake AWS credentials."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
     """The fake, reset to fast normal answers and zero counts for one test."""
     fake_openai.reset()
     return fake_openai
+
+
+@pytest.fixture
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake AWS credentials and region in the environment for one test, and no real ones to find."""
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

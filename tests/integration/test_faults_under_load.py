@@ -23,10 +23,20 @@ import pytest
 
 from pixyproxy.adapters.mysql import parse_mysql_url
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.moto_server import moto_server, new_bucket_name
+from tests.support.moto_server import MotoServer, moto_server, new_bucket_name
 from tests.support.mysql import admin_connection
 from tests.support.server import RunningServer, running_server
-from tests.support.stack import PREFIX, Burst, all_records, object_keys, post_burst, run_gc, stack_env
+from tests.support.stack import (
+    PREFIX,
+    Burst,
+    all_records,
+    assert_logs_clean,
+    assert_no_orphans,
+    object_keys,
+    post_burst,
+    run_gc,
+    stack_env,
+)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.s3, pytest.mark.slow]
 
@@ -83,71 +93,57 @@ def _kill_repeatedly(database: str, done: threading.Event, kills: list[int]) -> 
             time.sleep(0.005)
 
 
-def _assert_no_orphans(report: dict[str, Any]) -> None:
-    assert report["orphan_blobs"] == []
-    assert report["missing_blobs"] == []
-
-
-def _assert_logs_clean(server: RunningServer) -> None:
-    logs = server.logs()
-    assert " 500 " not in logs
-    assert "unhandled" not in logs
-
-
 def test_killing_database_connections_mid_burst_loses_nothing(
-    upstream: FakeOpenAI, mysql_url: str, tmp_path: Path
+    upstream: FakeOpenAI, moto: MotoServer, mysql_url: str, tmp_path: Path
 ) -> None:
     database = parse_mysql_url(mysql_url).database
-    with moto_server(tmp_path / "moto.log") as moto:
-        bucket = new_bucket_name()
-        env = stack_env(
-            mysql_url=mysql_url, moto=moto, bucket=bucket, data_dir=tmp_path / "data", fake=upstream
-        )
-        with running_server(env, tmp_path / "server.log") as server:
-            kills: list[int] = []
+    bucket = new_bucket_name()
+    env = stack_env(mysql_url=mysql_url, moto=moto, bucket=bucket, data_dir=tmp_path / "data", fake=upstream)
+    with running_server(env, tmp_path / "server.log") as server:
+        kills: list[int] = []
 
-            async def burst_under_kills() -> Burst:
-                done = threading.Event()
-                killer = asyncio.create_task(asyncio.to_thread(_kill_repeatedly, database, done, kills))
-                await asyncio.sleep(0.2)  # let the pool fill first
-                try:
-                    return await post_burst(server.base_url, count=100, concurrency=10)
-                finally:
-                    done.set()
-                    await killer
+        async def burst_under_kills() -> Burst:
+            done = threading.Event()
+            killer = asyncio.create_task(asyncio.to_thread(_kill_repeatedly, database, done, kills))
+            await asyncio.sleep(0.2)  # let the pool fill first
+            try:
+                return await post_burst(server.base_url, count=100, concurrency=10)
+            finally:
+                done.set()
+                await killer
 
-            burst = asyncio.run(burst_under_kills())
-            assert kills, "no connection was ever killed"
-            _assert_only_created_or_unavailable(burst, slug="repository-unavailable")
-            statuses = Counter(burst.statuses())
-            assert statuses[201] > 0
+        burst = asyncio.run(burst_under_kills())
+        assert kills, "no connection was ever killed"
+        _assert_only_created_or_unavailable(burst, slug="repository-unavailable")
+        statuses = Counter(burst.statuses())
+        assert statuses[201] > 0
 
-            # The database is healthy again; without a restart, the next POST succeeds.
-            with server.client() as client:
-                after = client.post("/image", json={"prompt": "after the kills"})
-                assert after.status_code == 201, after.text
+        # The database is healthy again; without a restart, the next POST succeeds.
+        with server.client() as client:
+            after = client.post("/image", json={"prompt": "after the kills"})
+            assert after.status_code == 201, after.text
 
-            records = all_records(server.base_url)
-            _assert_created_are_listed_with_bytes(server, burst, records)
-            created = {d["guid"] for d in burst.created()} | {after.json()["guid"]}
-            # A record the client never saw confirmed would be an INSERT that committed while its
-            # connection died: its bytes must still be there (the checks below), so it is no loss.
-            assert created <= {r["guid"] for r in records}
-            _assert_logs_clean(server)
-            logs = server.logs()
+        records = all_records(server.base_url)
+        _assert_created_are_listed_with_bytes(server, burst, records)
+        created = {d["guid"] for d in burst.created()} | {after.json()["guid"]}
+        # A record the client never saw confirmed would be an INSERT that committed while its
+        # connection died: its bytes must still be there (the checks below), so it is no loss.
+        assert created <= {r["guid"] for r in records}
+        assert_logs_clean(server.logs())
+        logs = server.logs()
 
-        report = run_gc(env)
-        assert report["missing_blobs"] == []  # no record without bytes
-        # Compensation deleted the bytes of every insert known to have failed. Bytes are kept only
-        # where the insert's fate could not be learnt (the retry that settles it failed too): each
-        # of those was logged, and gc reports exactly them.
-        # (Some of those kept bytes do have their record: the insert had committed after all.)
-        kept = set(re.findall(r"kept bytes (\S+): unknown whether their record was written", logs))
-        orphans = set(report["orphan_blobs"])
-        assert orphans <= kept
-        assert len(object_keys(moto, bucket)) == len(records) + len(orphans)
-        assert set(run_gc(env, "--delete", "--grace-minutes", "0")["deleted"]) == orphans
-        _assert_no_orphans(run_gc(env))
+    report = run_gc(env)
+    assert report["missing_blobs"] == []  # no record without bytes
+    # Compensation deleted the bytes of every insert known to have failed. Bytes are kept only
+    # where the insert's fate could not be learnt (the retry that settles it failed too): each
+    # of those was logged, and gc reports exactly them.
+    # (Some of those kept bytes do have their record: the insert had committed after all.)
+    kept = set(re.findall(r"kept bytes (\S+): unknown whether their record was written", logs))
+    orphans = set(report["orphan_blobs"])
+    assert orphans <= kept
+    assert len(object_keys(moto, bucket)) == len(records) + len(orphans)
+    assert set(run_gc(env, "--delete", "--grace-minutes", "0")["deleted"]) == orphans
+    assert_no_orphans(run_gc(env))
 
 
 def test_stopping_s3_mid_burst_creates_no_record_and_recovers(
@@ -193,7 +189,7 @@ def test_stopping_s3_mid_burst_creates_no_record_and_recovers(
                 assert after.status_code == 201, after.text
             records = all_records(server.base_url)
             _assert_created_are_listed_with_bytes(server, burst, records)
-            _assert_logs_clean(server)
+            assert_logs_clean(server.logs())
 
         report = run_gc(env)
         assert report["missing_blobs"] == []

@@ -27,7 +27,6 @@ from tests.support.builders import new_image
 from tests.support.mysql import (
     admin_connection,
     connection_ids,
-    fresh_database_url,
     fresh_mysql_repository,
     kill_connections,
     url_for,
@@ -53,32 +52,31 @@ def _query(database: str, sql: str, params: dict[str, Any] | None = None) -> lis
 # --- schema set-up -------------------------------------------------------------------------------
 
 
-async def test_schema_creation_is_idempotent_and_versioned() -> None:
-    with fresh_database_url() as url:
-        database = _database(url)
-        assert await init_schema(url) == SCHEMA_VERSION  # creates the database too
-        assert await init_schema(url) == SCHEMA_VERSION  # and again changes nothing
+async def test_schema_creation_is_idempotent_and_versioned(mysql_url: str) -> None:
+    database = _database(mysql_url)
+    assert await init_schema(mysql_url) == SCHEMA_VERSION  # creates the database too
+    assert await init_schema(mysql_url) == SCHEMA_VERSION  # and again changes nothing
 
-        assert _query(database, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
-        tables = {row[0] for row in _query(database, "SHOW TABLES")}
-        assert tables == {"images", "idempotency_keys", "schema_version"}
-        index = _query(
+    assert _query(database, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    tables = {row[0] for row in _query(database, "SHOW TABLES")}
+    assert tables == {"images", "idempotency_keys", "schema_version"}
+    index = _query(
+        database,
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %(db)s"
+        " AND TABLE_NAME = 'images' AND INDEX_NAME = 'images_newest_first' ORDER BY SEQ_IN_INDEX",
+        {"db": database},
+    )
+    assert [row[0] for row in index] == ["created_at", "guid"]
+    charsets = dict(
+        _query(
             database,
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %(db)s"
-            " AND TABLE_NAME = 'images' AND INDEX_NAME = 'images_newest_first' ORDER BY SEQ_IN_INDEX",
+            "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = %(db)s AND TABLE_NAME = 'images'",
             {"db": database},
         )
-        assert [row[0] for row in index] == ["created_at", "guid"]
-        charsets = dict(
-            _query(
-                database,
-                "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS"
-                " WHERE TABLE_SCHEMA = %(db)s AND TABLE_NAME = 'images'",
-                {"db": database},
-            )
-        )
-        assert charsets["prompt"] == "utf8mb4"
-        assert charsets["guid"] == "ascii"
+    )
+    assert charsets["prompt"] == "utf8mb4"
+    assert charsets["guid"] == "ascii"
 
 
 @pytest.mark.parametrize(
@@ -94,30 +92,29 @@ async def test_long_and_four_byte_prompts_round_trip(prompt: str) -> None:
         assert [r.prompt for r in await repository.list_page(limit=1)] == [prompt]
 
 
-async def test_init_schema_at_first_use_when_configured() -> None:
-    with fresh_database_url() as url:
-        repository = MySqlImageRepository(url, init_schema=True)
-        try:
-            image = new_image()
-            await repository.add(image)  # no explicit set-up: the first use creates the schema
-            assert (await repository.get(image.guid)).guid == image.guid
-        finally:
-            await repository.close()
-        assert _query(_database(url), "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+async def test_init_schema_at_first_use_when_configured(mysql_url: str) -> None:
+    repository = MySqlImageRepository(mysql_url, init_schema=True)
+    try:
+        image = new_image()
+        await repository.add(image)  # no explicit set-up: the first use creates the schema
+        assert (await repository.get(image.guid)).guid == image.guid
+    finally:
+        await repository.close()
+    assert _query(_database(mysql_url), "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
-async def test_url_encoded_password_is_decoded_and_never_shown() -> None:
+async def test_url_encoded_password_is_decoded_and_never_shown(mysql_url: str) -> None:
     password = "p@ss:w/rd%?#"
     user = "pixy_test_user"
-    with fresh_database_url() as url, admin_connection() as admin, admin.cursor() as cursor:
-        database = _database(url)
+    with admin_connection() as admin, admin.cursor() as cursor:
+        database = _database(mysql_url)
         cursor.execute(
             "CREATE USER IF NOT EXISTS %(user)s@'%%' IDENTIFIED BY %(pw)s", {"user": user, "pw": password}
         )
         cursor.execute("CREATE DATABASE " + quote_identifier(database))
         cursor.execute("GRANT ALL ON " + quote_identifier(database) + ".* TO %(user)s@'%%'", {"user": user})
         try:
-            target = parse_mysql_url(url)
+            target = parse_mysql_url(mysql_url)
             good = f"mysql://{user}:{quote(password, safe='')}@{target.host}:{target.port}/{database}"
             await init_schema(good)
             repository = MySqlImageRepository(good)
@@ -137,56 +134,54 @@ async def test_url_encoded_password_is_decoded_and_never_shown() -> None:
             cursor.execute("DROP USER IF EXISTS %(user)s@'%%'", {"user": user})
 
 
-def test_init_db_command_creates_the_schema(tmp_path: Path) -> None:
-    with fresh_database_url() as url:
-        env = {
-            **os.environ,
-            "PIXYPROXY_REPOSITORY": "mysql",
-            "PIXYPROXY_MYSQL_URL": url,
-            "PIXYPROXY_INIT_SCHEMA": "false",  # init-db creates it regardless
-            "PIXYPROXY_DATA_DIR": str(tmp_path),
-        }
-        for _ in range(2):
-            done = subprocess.run(
-                [sys.executable, "-m", "pixyproxy.entrypoints.cli", "init-db"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
-            assert f"schema ready (mysql, schema version {SCHEMA_VERSION})" in done.stdout
-        assert _query(_database(url), "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+def test_init_db_command_creates_the_schema(mysql_url: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PIXYPROXY_REPOSITORY": "mysql",
+        "PIXYPROXY_MYSQL_URL": mysql_url,
+        "PIXYPROXY_INIT_SCHEMA": "false",  # init-db creates it regardless
+        "PIXYPROXY_DATA_DIR": str(tmp_path),
+    }
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "pixyproxy.entrypoints.cli", "init-db"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"schema ready (mysql, schema version {SCHEMA_VERSION})" in done.stdout
+    assert _query(_database(mysql_url), "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 # --- the whole server ----------------------------------------------------------------------------
 
 
-def test_server_on_mysql_serves_all_four_endpoints(tmp_path: Path) -> None:
-    with fresh_database_url() as url:
-        env = {
-            "PIXYPROXY_REPOSITORY": "mysql",
-            "PIXYPROXY_MYSQL_URL": url,
-            "PIXYPROXY_DATA_DIR": str(tmp_path / "data"),
-            "PIXYPROXY_PROCEDURAL_SIZE": "64x64",
-        }
-        with running_server(env, tmp_path / "server.log") as server, server.client() as client:
-            created = client.post("/image", json={"prompt": "a red fox in snow 🦊"})
-            assert created.status_code == 201, created.text
-            detail = created.json()
-            assert created.headers["location"] == f"/image/{detail['guid']}"
+def test_server_on_mysql_serves_all_four_endpoints(mysql_url: str, tmp_path: Path) -> None:
+    env = {
+        "PIXYPROXY_REPOSITORY": "mysql",
+        "PIXYPROXY_MYSQL_URL": mysql_url,
+        "PIXYPROXY_DATA_DIR": str(tmp_path / "data"),
+        "PIXYPROXY_PROCEDURAL_SIZE": "64x64",
+    }
+    with running_server(env, tmp_path / "server.log") as server, server.client() as client:
+        created = client.post("/image", json={"prompt": "a red fox in snow 🦊"})
+        assert created.status_code == 201, created.text
+        detail = created.json()
+        assert created.headers["location"] == f"/image/{detail['guid']}"
 
-            assert client.get(f"/image/{detail['guid']}").json() == detail
-            assert [d["guid"] for d in client.get("/image").json()] == [detail["guid"]]
+        assert client.get(f"/image/{detail['guid']}").json() == detail
+        assert [d["guid"] for d in client.get("/image").json()] == [detail["guid"]]
 
-            content = client.get(f"/image/{detail['guid']}/content")
-            assert content.status_code == 200
-            assert content.headers["content-type"] == "image/png"
-            assert hashlib.sha256(content.content).hexdigest() == detail["sha256"]
-        # The start-up created the schema, and the row is really in MariaDB.
-        rows = _query(_database(url), "SELECT guid, prompt FROM images")
-        assert rows == [(detail["guid"], "a red fox in snow 🦊")]
+        content = client.get(f"/image/{detail['guid']}/content")
+        assert content.status_code == 200
+        assert content.headers["content-type"] == "image/png"
+        assert hashlib.sha256(content.content).hexdigest() == detail["sha256"]
+    # The start-up created the schema, and the row is really in MariaDB.
+    rows = _query(_database(mysql_url), "SELECT guid, prompt FROM images")
+    assert rows == [(detail["guid"], "a red fox in snow 🦊")]
 
 
 # --- faults, driven in-process through the ASGI app ----------------------------------------------
@@ -255,84 +250,84 @@ async def _wait_until_gone(database: str, connection_id: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_killed_connections_answer_503_then_recover(monkeypatch: pytest.MonkeyPatch) -> None:
-    with fresh_database_url() as url:
-        database = _database(url)
-        async with _app_client(monkeypatch, url) as client:
-            first = await client.post("/image", json={"prompt": "before the fault"})
-            assert first.status_code == 201, first.text
+async def test_killed_connections_answer_503_then_recover(
+    mysql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = _database(mysql_url)
+    async with _app_client(monkeypatch, mysql_url) as client:
+        first = await client.post("/image", json={"prompt": "before the fault"})
+        assert first.status_code == 201, first.text
 
-            # A connection killed in the middle of an INSERT, and the INSERT that the adapter sends
-            # again to learn the first one's fate killed too: the request must fail cleanly ...
-            with admin_connection(database) as locker, locker.cursor() as cursor:
-                cursor.execute("LOCK TABLES images WRITE")
-                request = asyncio.create_task(client.post("/image", json={"prompt": "killed mid-insert"}))
-                for _ in range(2):
-                    victim = await _wait_until_blocked(database)
-                    _kill(victim)
-                    await _wait_until_gone(database, victim)
-                killed = await request
-                cursor.execute("UNLOCK TABLES")
-            _assert_problem(killed, 503)
-            # ... and, since no one can tell whether its record was written, its bytes are kept for gc.
-            assert len(_blobs(client).blobs) == 2
-            assert [d["prompt"] for d in (await client.get("/image")).json()] == ["before the fault"]
-
-            # Killed once only: the INSERT sent again settles it, and the request succeeds.
-            with admin_connection(database) as locker, locker.cursor() as cursor:
-                cursor.execute("LOCK TABLES images WRITE")
-                request = asyncio.create_task(client.post("/image", json={"prompt": "killed once"}))
+        # A connection killed in the middle of an INSERT, and the INSERT that the adapter sends
+        # again to learn the first one's fate killed too: the request must fail cleanly ...
+        with admin_connection(database) as locker, locker.cursor() as cursor:
+            cursor.execute("LOCK TABLES images WRITE")
+            request = asyncio.create_task(client.post("/image", json={"prompt": "killed mid-insert"}))
+            for _ in range(2):
                 victim = await _wait_until_blocked(database)
                 _kill(victim)
                 await _wait_until_gone(database, victim)
-                cursor.execute("UNLOCK TABLES")
-                settled = await request
-            assert settled.status_code == 201, settled.text
-            assert settled.json()["filename"] in _blobs(client).blobs
+            killed = await request
+            cursor.execute("UNLOCK TABLES")
+        _assert_problem(killed, 503)
+        # ... and, since no one can tell whether its record was written, its bytes are kept for gc.
+        assert len(_blobs(client).blobs) == 2
+        assert [d["prompt"] for d in (await client.get("/image")).json()] == ["before the fault"]
 
-            # The failed connection did not poison the pool: the next request works.
-            assert (await client.get("/image")).status_code == 200
+        # Killed once only: the INSERT sent again settles it, and the request succeeds.
+        with admin_connection(database) as locker, locker.cursor() as cursor:
+            cursor.execute("LOCK TABLES images WRITE")
+            request = asyncio.create_task(client.post("/image", json={"prompt": "killed once"}))
+            victim = await _wait_until_blocked(database)
+            _kill(victim)
+            await _wait_until_gone(database, victim)
+            cursor.execute("UNLOCK TABLES")
+            settled = await request
+        assert settled.status_code == 201, settled.text
+        assert settled.json()["filename"] in _blobs(client).blobs
 
-            # Every idle pooled connection killed: the next call reconnects or answers 503 ...
-            assert kill_connections(database) >= 1
-            after_kill = await client.get("/image")
-            if after_kill.status_code != 200:
-                _assert_problem(after_kill, 503)
-            # ... and the following ones work, without restarting anything.
-            listed = await client.get("/image")
-            assert listed.status_code == 200, listed.text
-            assert [d["prompt"] for d in listed.json()] == ["killed once", "before the fault"]
-            again = await client.post("/image", json={"prompt": "after the fault"})
-            assert again.status_code == 201, again.text
-            assert (await client.get(f"/image/{again.json()['guid']}")).status_code == 200
-        # The lifespan closed the pool (the server notices the closed sockets a moment later).
-        for _ in range(250):
-            if not connection_ids(database):
-                break
-            await asyncio.sleep(0.02)
-        assert connection_ids(database) == []
+        # The failed connection did not poison the pool: the next request works.
+        assert (await client.get("/image")).status_code == 200
+
+        # Every idle pooled connection killed: the next call reconnects or answers 503 ...
+        assert kill_connections(database) >= 1
+        after_kill = await client.get("/image")
+        if after_kill.status_code != 200:
+            _assert_problem(after_kill, 503)
+        # ... and the following ones work, without restarting anything.
+        listed = await client.get("/image")
+        assert listed.status_code == 200, listed.text
+        assert [d["prompt"] for d in listed.json()] == ["killed once", "before the fault"]
+        again = await client.post("/image", json={"prompt": "after the fault"})
+        assert again.status_code == 201, again.text
+        assert (await client.get(f"/image/{again.json()['guid']}")).status_code == 200
+    # The lifespan closed the pool (the server notices the closed sockets a moment later).
+    for _ in range(250):
+        if not connection_ids(database):
+            break
+        await asyncio.sleep(0.02)
+    assert connection_ids(database) == []
 
 
-async def test_a_killed_connection_frees_its_pool_slot_for_waiters() -> None:
-    with fresh_database_url() as url:
-        database = _database(url)
-        await init_schema(url)
-        repository = MySqlImageRepository(url, pool_size=1, acquire_timeout_s=60)
-        try:
-            with admin_connection(database) as locker, locker.cursor() as cursor:
-                cursor.execute("LOCK TABLES images WRITE")
-                adds = [asyncio.create_task(repository.add(new_image())) for _ in range(3)]
-                victim = await _wait_until_blocked(database)  # it holds the only slot; two wait for it
-                _kill(victim)
-                await _wait_until_gone(database, victim)
-                cursor.execute("UNLOCK TABLES")
-            # A hang here (until the pytest timeout) would mean the waiters never learnt of the slot.
-            results = await asyncio.gather(*adds, return_exceptions=True)
-            # The killed INSERT was sent again (to learn its fate) once a slot was free: all three land.
-            assert [r for r in results if isinstance(r, BaseException)] == []
-            assert len(await repository.list_page(limit=10)) == 3
-        finally:
-            await repository.close()
+async def test_a_killed_connection_frees_its_pool_slot_for_waiters(mysql_url: str) -> None:
+    database = _database(mysql_url)
+    await init_schema(mysql_url)
+    repository = MySqlImageRepository(mysql_url, pool_size=1, acquire_timeout_s=60)
+    try:
+        with admin_connection(database) as locker, locker.cursor() as cursor:
+            cursor.execute("LOCK TABLES images WRITE")
+            adds = [asyncio.create_task(repository.add(new_image())) for _ in range(3)]
+            victim = await _wait_until_blocked(database)  # it holds the only slot; two wait for it
+            _kill(victim)
+            await _wait_until_gone(database, victim)
+            cursor.execute("UNLOCK TABLES")
+        # A hang here (until the pytest timeout) would mean the waiters never learnt of the slot.
+        results = await asyncio.gather(*adds, return_exceptions=True)
+        # The killed INSERT was sent again (to learn its fate) once a slot was free: all three land.
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert len(await repository.list_page(limit=10)) == 3
+    finally:
+        await repository.close()
 
 
 async def test_unreachable_database_answers_503_and_stores_nothing(
@@ -352,23 +347,24 @@ async def test_unreachable_database_answers_503_and_stores_nothing(
     assert password not in caplog.text
 
 
-async def test_database_that_appears_later_is_used_without_restart(monkeypatch: pytest.MonkeyPatch) -> None:
-    with fresh_database_url() as url:
-        target = parse_mysql_url(url)
-        port = free_port()
-        # Nothing listens on this port yet: start-up logs a warning and carries on.
-        proxied = url_for(target.database).replace(f":{target.port}/", f":{port}/")
-        async with _app_client(monkeypatch, proxied) as client:
-            _assert_problem(await client.get("/image"), 503)
-            server = await asyncio.start_server(_forward_to(target.host, target.port), "127.0.0.1", port)
-            try:
-                # The database "comes back": the schema is created on first use and requests succeed.
-                created = await client.post("/image", json={"prompt": "the database is back"})
-                assert created.status_code == 201, created.text
-                assert [d["guid"] for d in (await client.get("/image")).json()] == [created.json()["guid"]]
-            finally:
-                server.close()
-                await server.wait_closed()
+async def test_database_that_appears_later_is_used_without_restart(
+    mysql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = parse_mysql_url(mysql_url)
+    port = free_port()
+    # Nothing listens on this port yet: start-up logs a warning and carries on.
+    proxied = url_for(target.database).replace(f":{target.port}/", f":{port}/")
+    async with _app_client(monkeypatch, proxied) as client:
+        _assert_problem(await client.get("/image"), 503)
+        server = await asyncio.start_server(_forward_to(target.host, target.port), "127.0.0.1", port)
+        try:
+            # The database "comes back": the schema is created on first use and requests succeed.
+            created = await client.post("/image", json={"prompt": "the database is back"})
+            assert created.status_code == 201, created.text
+            assert [d["guid"] for d in (await client.get("/image")).json()] == [created.json()["guid"]]
+        finally:
+            server.close()
+            await server.wait_closed()
 
 
 def _forward_to(host: str, port: int) -> Any:

@@ -12,45 +12,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import httpx
 import pytest
 
 from pixyproxy.adapters.mysql import parse_mysql_url
-from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.moto_server import MotoServer, new_bucket_name
 from tests.support.mysql import admin_connection, connection_ids
 from tests.support.real_parts import free_port
 from tests.support.server import RunningServer, running_server, start_server
-from tests.support.stack import mysql_env, openai_env, s3_env
+from tests.support.stack import openai_env, s3_client, stack_env
 
 API_KEY = "sk-test-ops-0c4d"
 GENERATIONS = "pixyproxy_generations_total"
 REQUEST_ID = re.compile(r"-\d{20}-(\d+)(?:-\d+)?$")  # host (may hold dashes)-datetime-thread[-n]
 NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI upstream, for one test."""
-    with running_fake_openai() as fake:
-        yield fake
-
-
-def mysql_s3_env(mysql_url: str, moto: MotoServer, bucket: str, data_dir: Path) -> dict[str, str]:
-    """MariaDB for records, moto S3 for bytes, the offline generator."""
-    return {
-        **mysql_env(mysql_url),
-        **s3_env(moto, bucket),
-        "PIXYPROXY_DATA_DIR": str(data_dir),
-        "PIXYPROXY_PROCEDURAL_SIZE": "64x64",
-    }
 
 
 def upstream_env(fake: FakeOpenAI, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -157,7 +138,14 @@ def metric_lines(server: RunningServer) -> list[str]:
 def test_two_workers_both_serve_one_database_and_bucket(
     mysql_url: str, moto: MotoServer, tmp_path: Path
 ) -> None:
-    env = mysql_s3_env(mysql_url, moto, new_bucket_name(), tmp_path / "data")
+    env = stack_env(
+        mysql_url=mysql_url,
+        moto=moto,
+        bucket=new_bucket_name(),
+        data_dir=tmp_path / "data",
+        fake=None,
+        PIXYPROXY_PROCEDURAL_SIZE="64x64",
+    )
     with running_server(env, tmp_path / "server.log", extra_args=["--workers", "2"]) as server:
         wait_for_workers(server, 2)
         workers = worker_pids(server)
@@ -191,8 +179,22 @@ def test_two_workers_both_serve_one_database_and_bucket(
 @pytest.mark.slow
 def test_two_servers_share_one_database_and_bucket(mysql_url: str, moto: MotoServer, tmp_path: Path) -> None:
     bucket = new_bucket_name()
-    env_a = mysql_s3_env(mysql_url, moto, bucket, tmp_path / "a")
-    env_b = mysql_s3_env(mysql_url, moto, bucket, tmp_path / "b")
+    env_a = stack_env(
+        mysql_url=mysql_url,
+        moto=moto,
+        bucket=bucket,
+        data_dir=tmp_path / "a",
+        fake=None,
+        PIXYPROXY_PROCEDURAL_SIZE="64x64",
+    )
+    env_b = stack_env(
+        mysql_url=mysql_url,
+        moto=moto,
+        bucket=bucket,
+        data_dir=tmp_path / "b",
+        fake=None,
+        PIXYPROXY_PROCEDURAL_SIZE="64x64",
+    )
     database = database_of(mysql_url)
     with (
         running_server(env_a, tmp_path / "a.log") as server_a,
@@ -342,7 +344,14 @@ def test_readyz_follows_s3_down_and_back_without_restart(
     mysql_url: str, moto: MotoServer, tmp_path: Path
 ) -> None:
     bucket = new_bucket_name()
-    env = mysql_s3_env(mysql_url, moto, bucket, tmp_path / "data")
+    env = stack_env(
+        mysql_url=mysql_url,
+        moto=moto,
+        bucket=bucket,
+        data_dir=tmp_path / "data",
+        fake=None,
+        PIXYPROXY_PROCEDURAL_SIZE="64x64",
+    )
     with running_server(env, tmp_path / "server.log") as server, server.client() as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -358,14 +367,7 @@ def test_readyz_follows_s3_down_and_back_without_restart(
         assert client.get("/healthz").status_code == 200
 
         moto.start()  # same port; moto's buckets were in memory, so the bucket is made again
-        raw_s3 = boto3.client(
-            "s3",
-            endpoint_url=moto.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        raw_s3.create_bucket(Bucket=bucket)
+        s3_client(moto).create_bucket(Bucket=bucket)
         back = client.get("/readyz")
         assert back.status_code == 200, back.text
         assert checks_of(back) == {"repository": True, "blob_store": True}

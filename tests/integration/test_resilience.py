@@ -24,6 +24,8 @@ from tests.support.stack import (
     PREFIX,
     Burst,
     all_records,
+    assert_logs_clean,
+    assert_no_orphans,
     object_keys,
     object_sha256s,
     post_burst,
@@ -34,11 +36,6 @@ from tests.support.stack import (
 pytestmark = [pytest.mark.mysql, pytest.mark.s3]
 
 PROBLEM = "application/problem+json"
-
-
-def _assert_no_orphans(report: dict[str, Any]) -> None:
-    assert report["orphan_blobs"] == []
-    assert report["missing_blobs"] == []
 
 
 def _assert_every_record_has_its_bytes(server: RunningServer, records: list[dict[str, Any]]) -> None:
@@ -105,7 +102,7 @@ def test_idempotent_retries_generate_once_on_the_real_stack(
         assert sorted(r["guid"] for r in records) == sorted([first.json()["guid"], *guids])
         _assert_every_record_has_its_bytes(server, records)
     assert len(object_keys(moto, bucket)) == 2
-    _assert_no_orphans(run_gc(env))
+    assert_no_orphans(run_gc(env))
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -148,10 +145,9 @@ def test_a_thousand_posts_store_a_thousand_images_and_nothing_else(
     assert {PREFIX + r["filename"]: r["sha256"] for r in records} == digests
 
     report = run_gc(env)
-    _assert_no_orphans(report)
+    assert_no_orphans(report)
     assert (report["records"], report["blobs"]) == (1000, 1000)
-    assert " 500 " not in logs
-    assert "unhandled" not in logs
+    assert_logs_clean(logs)
 
 
 # --- a crash in the middle of a burst -------------------------------------------------------------
@@ -204,7 +200,7 @@ def test_sigkill_mid_burst_leaves_no_record_without_bytes(
 
         deleted = run_gc(env, "--delete", "--grace-minutes", "0")
         assert sorted(deleted["deleted"]) == sorted(report["orphan_blobs"])
-        _assert_no_orphans(run_gc(env))
+        assert_no_orphans(run_gc(env))
         assert set(object_keys(moto, bucket)) == recorded
 
         # And the restarted server works.

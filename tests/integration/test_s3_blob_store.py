@@ -19,7 +19,7 @@ from pixyproxy.domain.exceptions import (
     BlobStoreUnavailableError,
     ConfigurationError,
 )
-from tests.support.moto_server import FAKE_AWS_ENV, MotoServer, new_bucket_name
+from tests.support.moto_server import MotoServer, new_bucket_name
 from tests.support.real_parts import free_port
 
 pytestmark = pytest.mark.s3
@@ -153,11 +153,8 @@ async def _every_call(store: S3BlobStore) -> list[Exception]:
     return [r for r in results if isinstance(r, Exception)]
 
 
-async def test_unreachable_endpoint_is_unavailable_without_leaking_the_url(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+@pytest.mark.usefixtures("fake_aws_env")
+async def test_unreachable_endpoint_is_unavailable_without_leaking_the_url() -> None:
     port = free_port()  # nothing listens here
     store = S3BlobStore(
         bucket="some-bucket", endpoint_url=f"http://127.0.0.1:{port}", timeout_s=2, max_attempts=1
@@ -203,11 +200,8 @@ def silent_endpoint() -> Iterator[str]:
         listener.close()
 
 
-async def test_a_hung_store_times_out_without_blocking_the_event_loop(
-    silent_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+@pytest.mark.usefixtures("fake_aws_env")
+async def test_a_hung_store_times_out_without_blocking_the_event_loop(silent_endpoint: str) -> None:
     store = S3BlobStore(bucket="some-bucket", endpoint_url=silent_endpoint, timeout_s=1, max_attempts=1)
     fetch = asyncio.create_task(store.get("a.png"))
     other = asyncio.create_task(asyncio.sleep(0.01))
@@ -246,11 +240,8 @@ class _FailingS3(BaseHTTPRequestHandler):
         (403, "AccessDenied", "refused access"),
     ],
 )
-async def test_error_answers_become_unavailable(
-    monkeypatch: pytest.MonkeyPatch, status: int, code: str, reason: str
-) -> None:
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+@pytest.mark.usefixtures("fake_aws_env")
+async def test_error_answers_become_unavailable(status: int, code: str, reason: str) -> None:
     http = ThreadingHTTPServer(("127.0.0.1", 0), _FailingS3)
     http.answer = (status, code)  # type: ignore[attr-defined]
     thread = threading.Thread(target=http.serve_forever, daemon=True)
@@ -283,18 +274,16 @@ def test_unusable_endpoint_is_a_configuration_error(endpoint: str) -> None:
     assert endpoint not in str(caught.value)  # a URL may carry credentials: never echoed
 
 
-async def test_unusable_region_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+@pytest.mark.usefixtures("fake_aws_env")
+async def test_unusable_region_is_a_configuration_error() -> None:
     store = S3BlobStore(bucket="some-bucket", region="not a region!")
     with pytest.raises(ConfigurationError) as caught:
         await store.initialize()
     assert caught.value.setting == "PIXYPROXY_S3_REGION"
 
 
+@pytest.mark.usefixtures("fake_aws_env")
 async def test_no_credentials_anywhere_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     store = S3BlobStore(bucket="some-bucket", endpoint_url=f"http://127.0.0.1:{free_port()}")

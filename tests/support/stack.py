@@ -1,7 +1,8 @@
 """The production-shaped stack for resilience tests: MariaDB + a moto S3 server + the fake OpenAI upstream.
 
 Helpers to read back what really got stored (records through the API, objects straight from S3),
-to run `pixyproxy gc` as an operator would, and to fire bounded bursts of POSTs.
+to run `pixyproxy gc` as an operator would, to check its report and the server logs, and to fire
+bounded bursts of POSTs.
 """
 
 from __future__ import annotations
@@ -145,6 +146,18 @@ def run_gc(env: Mapping[str, str], *args: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+def assert_no_orphans(report: dict[str, Any]) -> None:
+    """A `pixyproxy gc` report with no bytes lacking a record and no record lacking its bytes."""
+    assert report["orphan_blobs"] == []
+    assert report["missing_blobs"] == []
+
+
+def assert_logs_clean(logs: str) -> None:
+    """Server logs with no 500 answer and no unhandled error."""
+    assert " 500 " not in logs
+    assert "unhandled" not in logs
 
 
 @dataclass
