@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import unicodedata
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from uuid import UUID
 
 from pydantic import (
@@ -39,6 +41,24 @@ GUID_MESSAGE = "must be a UUID such as 3f2b1c9e-8c1d-4e5f-9a7b-1c2d3e4f5a6b"
 IDEMPOTENCY_KEY_MESSAGE = "must be 1 to 255 visible ASCII characters"
 # The sizes image APIs commonly offer; every generator PixyProxy ships can draw each of them.
 ImageSize = Literal["256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1024x1792", "1792x1024"]
+# The most JSON bytes one prompt character (counted after NFC) can arrive as: U+1F82 sent decomposed
+# (NFD) is four \uXXXX escapes. A unit test checks this against every code point.
+LONGEST_ESCAPED_CHAR_BYTES = 24
+# Whitespace between JSON tokens, as pretty-printing clients send it.
+JSON_WHITESPACE_ALLOWANCE = 1024
+
+
+def largest_valid_body_bytes() -> int:
+    """The size of the largest valid POST /image body: every field at its maximum, each character
+    escaped at its longest. The body cap is never below it, so no valid request is refused as too large.
+    """
+    skeleton = json.dumps({"prompt": "", "size": max(get_args(ImageSize), key=len)})
+    return len(skeleton) + MAX_PROMPT_CHARS * LONGEST_ESCAPED_CHAR_BYTES + JSON_WHITESPACE_ALLOWANCE
+
+
+def normalize_text(value: object) -> object:
+    """Text in Unicode NFC, so that one text typed on two keyboards is one text; other values unchanged."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
 
 
 class GenerateImageRequest(BaseModel):
@@ -51,8 +71,8 @@ class GenerateImageRequest(BaseModel):
         StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=PROMPT_PATTERN),
     ] = Field(
         description=(
-            "What to draw. Stripped of surrounding whitespace; 1 to 4,000 characters; "
-            "no control characters except newline and tab."
+            "What to draw. Normalised to Unicode NFC and stripped of surrounding whitespace; "
+            "1 to 4,000 characters (after NFC); no control characters except newline and tab."
         ),
         examples=["a red fox in snow"],
     )
@@ -61,6 +81,12 @@ class GenerateImageRequest(BaseModel):
         description="Image size as WIDTHxHEIGHT; the generator's configured default when absent.",
         examples=["512x512"],
     )
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _nfc_prompt(cls, value: object) -> object:
+        # Before the length and pattern checks, so they count what is stored.
+        return normalize_text(value)
 
     @field_validator("prompt")
     @classmethod

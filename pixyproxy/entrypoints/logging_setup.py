@@ -9,6 +9,7 @@ import contextvars
 import itertools
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -19,6 +20,10 @@ NO_REQUEST = "-"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(request_id)s [%(thread_id)d] [%(funcName)s:%(lineno)d] %(message)s"
 
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default=NO_REQUEST)
+
+# C0 controls (tab included), DEL, C1 controls (NEL among them) and the Unicode line and paragraph
+# separators: anything a terminal or a log reader may take as the end of a line or an escape.
+_LINE_BREAKERS = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]")
 
 _HOST = socket.gethostname().split(".")[0] or "pixyproxy"
 _sequence_lock = threading.Lock()
@@ -51,6 +56,50 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+def escape_controls(text: str) -> str:
+    """`text` with every control and line-separator character written as a Python escape (\\n, \\x1b).
+
+    Request paths, headers and prompts reach log lines; escaped, they can never end a line and
+    start a forged one, nor send escape sequences to an operator's terminal.
+    """
+    if text.isprintable():  # the common case, in C: no regex pass
+        return text
+    return _LINE_BREAKERS.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+class SeedFormatter(logging.Formatter):
+    """The seed's text format, in which only the logger starts a line.
+
+    The message is escaped; a traceback keeps its lines but each is indented, so that no text an
+    exception carries can begin a line that reads as a log entry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One entry: the line, then any traceback or stack indented beneath it."""
+        record.message = escape_controls(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        parts = [self.formatMessage(record)]
+        # Formatted afresh, never from record.exc_text: another handler may have cached it unindented.
+        if record.exc_info:
+            parts.append(_indented(self.formatException(record.exc_info)))
+        elif record.exc_text:
+            parts.append(_indented(record.exc_text))
+        if record.stack_info:
+            parts.append(_indented(self.formatStack(record.stack_info)))
+        return "\n".join(parts)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + escape_controls(line) for line in text.splitlines())
+
+
 class JsonFormatter(logging.Formatter):
     """The text format's fields as one JSON object per line, for log shippers."""
 
@@ -75,7 +124,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", *, stream: TextIO 
     """Send pixyproxy's and uvicorn's logs to standard error in one format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestContextFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else SeedFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "pixyproxy", False):

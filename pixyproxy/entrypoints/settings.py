@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from pixyproxy.app.requests import largest_valid_body_bytes
 from pixyproxy.domain.exceptions import ConfigurationError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "containers.yml"
@@ -111,7 +112,7 @@ class GeneratorSettings(_Section):
 class HttpSettings(_Section):
     """Request limits and authentication."""
 
-    max_body_bytes: Annotated[int, Field(ge=1024)]
+    max_body_bytes: Annotated[int, Field(gt=0)] | None = None
     api_keys: SecretStr | None = None
     idempotency_retention_s: Positive
     shutdown_grace_s: Annotated[float, Field(ge=0)]
@@ -121,6 +122,19 @@ class HttpSettings(_Section):
     @classmethod
     def _keys_as_text(cls, value: object) -> object:
         return None if value is None else str(value)
+
+    @model_validator(mode="after")
+    def _cap_fits_every_valid_request(self) -> HttpSettings:
+        if self.max_body_bytes is not None and self.max_body_bytes < largest_valid_body_bytes():
+            raise ValueError(
+                f"max_body_bytes: must be at least {largest_valid_body_bytes()}, the largest valid request"
+                f" (got {self.max_body_bytes})"
+            )
+        return self
+
+    def body_cap(self) -> int:
+        """The request body cap: the configured one, else the largest valid request."""
+        return self.max_body_bytes or largest_valid_body_bytes()
 
     def key_list(self) -> list[str]:
         """The configured bearer keys; empty means no authentication."""

@@ -12,6 +12,7 @@ from pixyproxy.adapters.local_disk import LocalDiskBlobStore
 from pixyproxy.adapters.memory import InMemoryImageRepository
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.sqlite import SqliteImageRepository
+from pixyproxy.app.requests import largest_valid_body_bytes
 from pixyproxy.domain.exceptions import ConfigurationError
 from pixyproxy.entrypoints.cli import main
 from pixyproxy.entrypoints.container import build_container
@@ -43,8 +44,14 @@ def test_defaults_are_the_embedded_adapters(monkeypatch: pytest.MonkeyPatch, tmp
     assert isinstance(container.upstream_generator(), ProceduralImageGenerator)
     settings = container.settings()
     assert settings.repository.sqlite_path == "./pixyproxy-data/pixyproxy.sqlite3"
-    assert settings.http.max_body_bytes == 16384
+    assert settings.http.max_body_bytes is None
+    assert settings.http.body_cap() == largest_valid_body_bytes()
     assert settings.http.key_list() == []
+
+
+def test_a_body_cap_above_the_largest_valid_request_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXYPROXY_MAX_BODY_BYTES", str(largest_valid_body_bytes() + 1))
+    assert build_container().settings().http.body_cap() == largest_valid_body_bytes() + 1
 
 
 def test_environment_overrides_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -70,6 +77,7 @@ def test_environment_overrides_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("PIXYPROXY_LOG_FORMAT", "xml"),
         ("PIXYPROXY_PROCEDURAL_SIZE", "big"),
         ("PIXYPROXY_KEEP_ALIVE_S", "0"),
+        ("PIXYPROXY_MAX_BODY_BYTES", "16384"),  # below the largest valid request
     ],
 )
 def test_a_bad_value_names_its_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

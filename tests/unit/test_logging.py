@@ -111,3 +111,30 @@ async def test_json_format_carries_the_same_fields(client: httpx.AsyncClient) ->
     assert starts
     assert starts[0]["request_id"] == response.headers["x-request-id"]
     assert {"time", "level", "thread_id", "function", "line"} <= starts[0].keys()
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x1b", "\x00", "\x7f", "\x85", "\u2028", "\u2029", "\t"])
+def test_a_control_in_a_message_is_escaped_and_starts_no_line(log_stream: io.StringIO, char: str) -> None:
+    logging.getLogger("pixyproxy.test").warning("before%safter", char)
+    text = log_stream.getvalue()
+    assert len(text.splitlines()) == 1
+    assert char not in text.removesuffix("\n")
+    assert f"before{repr(char)[1:-1]}after" in text
+
+
+def test_a_traceback_keeps_its_lines_but_none_reads_as_a_log_entry(log_stream: io.StringIO) -> None:
+    try:
+        raise ValueError("oops\n2026-11-28 17:40:00,000 INFO forged")
+    except ValueError:
+        logging.getLogger("pixyproxy.test").exception("failed")
+    lines = log_stream.getvalue().splitlines()
+    assert "failed" in lines[0]
+    assert len(lines) > 2
+    assert all(line.startswith("    ") for line in lines[1:]), lines
+
+
+def test_escape_controls_leaves_printable_text_alone() -> None:
+    from pixyproxy.entrypoints.logging_setup import escape_controls
+
+    assert escape_controls("a fox 🦊 漢字 café\u00a0x") == "a fox 🦊 漢字 café\u00a0x"
+    assert escape_controls("a\nb\u2028c") == "a\\nb\\u2028c"

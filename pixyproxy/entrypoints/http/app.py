@@ -71,7 +71,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(
         RequestContextMiddleware,
-        max_body_bytes=container.config.http.max_body_bytes(),
+        max_body_bytes=container.settings().http.body_cap(),
         metrics=container.metrics(),
     )
     _publish_problem_schema(app)

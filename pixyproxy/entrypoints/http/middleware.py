@@ -44,7 +44,7 @@ class RequestContextMiddleware:
         method, path = scope["method"], scope["path"]
         headers = Headers(scope=scope)
         client_id = headers.get("x-request-id", "")[:MAX_CLIENT_REQUEST_ID]
-        if client_id and client_id.isprintable():
+        if client_id:  # the formatter escapes whatever controls it carries
             log.info("REQUEST START %s %s client-request-id=%r", method, path, client_id)
         else:
             log.info("REQUEST START %s %s", method, path)
