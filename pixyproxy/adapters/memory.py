@@ -17,7 +17,6 @@ from pixyproxy.domain.models import (
     GeneratedImage,
     GenerationInfo,
     GenerationOptions,
-    IdempotencyRecord,
     ImageRecord,
     NewImage,
     PageKey,
@@ -35,7 +34,6 @@ class InMemoryImageRepository:
 
     def __init__(self) -> None:
         self.records: dict[UUID, ImageRecord] = {}
-        self.idempotency: dict[str, IdempotencyRecord] = {}
         self._next_id = 1
 
     async def add(self, image: NewImage) -> ImageRecord:
@@ -54,6 +52,10 @@ class InMemoryImageRepository:
         except KeyError:
             raise ImageNotFoundError(guid) from None
 
+    async def delete(self, guid: UUID) -> bool:
+        """Forget the record."""
+        return self.records.pop(guid, None) is not None
+
     async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
         """Newest first, strictly after `after`."""
         records = sorted(self.records.values(), key=_newest_first, reverse=True)
@@ -65,32 +67,6 @@ class InMemoryImageRepository:
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:
         """Every record's (guid, filename)."""
         return [(r.guid, r.filename) for r in self.records.values()]
-
-    async def claim_idempotency_key(
-        self, key: str, *, request_hash: str, now: datetime
-    ) -> IdempotencyRecord | None:
-        """Claim the key unless it is held."""
-        if key in self.idempotency:
-            return self.idempotency[key]
-        self.idempotency[key] = IdempotencyRecord(
-            key=key, request_hash=request_hash, guid=None, created_at=now
-        )
-        return None
-
-    async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
-        """Point the key at its image."""
-        self.idempotency[key] = self.idempotency[key].model_copy(update={"guid": guid})
-
-    async def release_idempotency_key(self, key: str) -> None:
-        """Forget the key."""
-        self.idempotency.pop(key, None)
-
-    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
-        """Drop keys created before `older_than`."""
-        stale = [k for k, v in self.idempotency.items() if v.created_at < older_than]
-        for key in stale:
-            del self.idempotency[key]
-        return len(stale)
 
     async def ping(self) -> None:
         """Always up."""

@@ -12,7 +12,20 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from pixyproxy.domain.models import GenerationInfo, IdempotencyRecord, ImageRecord, NewImage
+from pixyproxy.domain.models import (
+    GenerationInfo,
+    ImageRecord,
+    Job,
+    JobError,
+    JobStatus,
+    NewImage,
+    NewJob,
+)
+
+JOB_COLUMNS = (
+    "id, prompt, size, status, attempts, created_at, started_at, finished_at, lease_until,"
+    " cancel_requested, published, image_guid, error, idem_key, request_hash"
+)
 
 
 class Row(Protocol):
@@ -57,13 +70,38 @@ class RowMapping:
             updated_at=self.from_db_time(row["updated_at"]),
         )
 
-    def row_to_idempotency(self, row: Row) -> IdempotencyRecord:
-        """The idempotency record of a row."""
+    def job_to_row(self, job: NewJob) -> dict[str, Any]:
+        """The SQL parameters of a new job."""
+        return {
+            "id": str(job.id),
+            "prompt": job.prompt,
+            "size": job.size,
+            "created_at": self.to_db_time(job.created_at),
+            "idem_key": job.idempotency_key,
+            "request_hash": job.request_hash,
+            "published": int(job.published),
+        }
+
+    def row_to_job(self, row: Row) -> Job:
+        """The job of a row (all of JOB_COLUMNS)."""
         key = row["idem_key"]
-        return IdempotencyRecord(
-            # MySQL keeps the key in a VARBINARY column, which answers bytes.
-            key=key.decode() if isinstance(key, bytes | bytearray) else key,
-            request_hash=row["request_hash"],
-            guid=UUID(row["guid"]) if row["guid"] else None,
+        return Job(
+            id=UUID(row["id"]),
+            prompt=row["prompt"],
+            size=row["size"],
+            status=JobStatus(row["status"]),
+            attempts=int(row["attempts"]),
             created_at=self.from_db_time(row["created_at"]),
+            started_at=self._optional_time(row["started_at"]),
+            finished_at=self._optional_time(row["finished_at"]),
+            lease_until=self._optional_time(row["lease_until"]),
+            cancel_requested=bool(row["cancel_requested"]),
+            published=bool(row["published"]),
+            image_guid=UUID(row["image_guid"]) if row["image_guid"] else None,
+            error=JobError.model_validate_json(row["error"]) if row["error"] else None,
+            idempotency_key=key.decode() if isinstance(key, bytes | bytearray) else key,
+            request_hash=row["request_hash"],
         )
+
+    def _optional_time(self, value: Any) -> datetime | None:
+        return None if value is None else self.from_db_time(value)

@@ -19,7 +19,6 @@ from pixyproxy.domain.exceptions import (
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
-    IdempotencyRecord,
     ImageRecord,
     NewImage,
     PageKey,
@@ -39,12 +38,26 @@ CREATE TABLE IF NOT EXISTS images (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_newest_first ON images (created_at DESC, guid DESC);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    idem_key TEXT PRIMARY KEY,
-    request_hash TEXT NOT NULL,
-    guid TEXT,
-    created_at TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    size TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    lease_until TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    published INTEGER NOT NULL DEFAULT 0,
+    image_guid TEXT,
+    error TEXT,
+    idem_key TEXT UNIQUE,
+    request_hash TEXT
 );
+CREATE INDEX IF NOT EXISTS jobs_newest_first ON jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at DESC, id DESC);
+DROP TABLE IF EXISTS idempotency_keys;
 """
 
 _COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
@@ -90,6 +103,14 @@ class SqliteImageRepository:
                     self._connection = connection
         return self._connection
 
+    async def fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+        """Rows of a statement on this file's connection; the job repository shares it."""
+        return await self._fetch(sql, params)
+
+    async def execute(self, sql: str, params: Mapping[str, Any]) -> int:
+        """The affected row count of a statement on this file's connection."""
+        return await self._execute(sql, params)
+
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
         db = await self._db()
         try:
@@ -131,6 +152,10 @@ class SqliteImageRepository:
             raise ImageNotFoundError(guid)
         return ROWS.row_to_image(rows[0])
 
+    async def delete(self, guid: UUID) -> bool:
+        """Delete the record."""
+        return await self._execute("DELETE FROM images WHERE guid = :guid", {"guid": str(guid)}) > 0
+
     async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
         """Newest first by (created_at, guid), keyset-paged."""
         if after is None:
@@ -149,44 +174,6 @@ class SqliteImageRepository:
         """Every record's (guid, filename)."""
         rows = await self._fetch("SELECT guid, filename FROM images", {})
         return [(UUID(row["guid"]), row["filename"]) for row in rows]
-
-    async def claim_idempotency_key(
-        self, key: str, *, request_hash: str, now: datetime
-    ) -> IdempotencyRecord | None:
-        """Insert the key unless present; return the holder when present."""
-        claimed = await self._fetch(
-            "INSERT INTO idempotency_keys (idem_key, request_hash, guid, created_at)"
-            " VALUES (:key, :request_hash, NULL, :created_at)"
-            " ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key",
-            {"key": key, "request_hash": request_hash, "created_at": _timestamp(now)},
-        )
-        if claimed:
-            return None
-        rows = await self._fetch(
-            "SELECT idem_key, request_hash, guid, created_at FROM idempotency_keys WHERE idem_key = :key",
-            {"key": key},
-        )
-        if not rows:  # released between our two statements: try again
-            return await self.claim_idempotency_key(key, request_hash=request_hash, now=now)
-        return ROWS.row_to_idempotency(rows[0])
-
-    async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
-        """Point the key at its image."""
-        await self._execute(
-            "UPDATE idempotency_keys SET guid = :guid WHERE idem_key = :key",
-            {"guid": str(guid), "key": key},
-        )
-
-    async def release_idempotency_key(self, key: str) -> None:
-        """Forget the key."""
-        await self._execute("DELETE FROM idempotency_keys WHERE idem_key = :key", {"key": key})
-
-    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
-        """Drop keys created before `older_than`."""
-        return await self._execute(
-            "DELETE FROM idempotency_keys WHERE created_at < :older_than",
-            {"older_than": _timestamp(older_than)},
-        )
 
     async def ping(self) -> None:
         """Run a trivial query."""

@@ -8,10 +8,9 @@ a GUID that is missing now may be created by another worker a moment later.
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
 from uuid import UUID
 
-from pixyproxy.domain.models import IdempotencyRecord, ImageRecord, NewImage, PageKey
+from pixyproxy.domain.models import ImageRecord, NewImage, PageKey
 from pixyproxy.ports import ImageRepository
 
 
@@ -43,6 +42,11 @@ class CachedImageRepository:
             return cached
         return self._remember(await self._inner.get(guid))
 
+    async def delete(self, guid: UUID) -> bool:
+        """Delete through the inner repository and forget the cached record."""
+        self._records.pop(guid, None)
+        return await self._inner.delete(guid)
+
     async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
         """Always from the inner repository: pages change as images arrive."""
         return await self._inner.list_page(limit=limit, after=after)
@@ -50,24 +54,6 @@ class CachedImageRepository:
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:
         """Pass through."""
         return await self._inner.list_all_filenames()
-
-    async def claim_idempotency_key(
-        self, key: str, *, request_hash: str, now: datetime
-    ) -> IdempotencyRecord | None:
-        """Pass through: idempotency keys change state."""
-        return await self._inner.claim_idempotency_key(key, request_hash=request_hash, now=now)
-
-    async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
-        """Pass through."""
-        await self._inner.complete_idempotency_key(key, guid=guid)
-
-    async def release_idempotency_key(self, key: str) -> None:
-        """Pass through."""
-        await self._inner.release_idempotency_key(key)
-
-    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
-        """Pass through."""
-        return await self._inner.purge_idempotency_keys(older_than=older_than)
 
     async def ping(self) -> None:
         """Pass through: readiness must ask the real repository."""

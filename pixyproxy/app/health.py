@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pixyproxy.domain.exceptions import ImageGenerationException
-from pixyproxy.ports import BlobStore, ImageRepository
+from pixyproxy.ports import BlobStore, ImageRepository, JobQueue
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,20 @@ class CheckResult:
 
 
 class ReadinessChecker:
-    """Pings the repository and the blob store concurrently, each within a time limit."""
+    """Pings the repository, the blob store and a broker, if jobs go through one, concurrently, each
+    within a time limit."""
 
-    def __init__(self, *, repository: ImageRepository, blob_store: BlobStore, timeout_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        *,
+        repository: ImageRepository,
+        blob_store: BlobStore,
+        job_queue: JobQueue | None = None,
+        timeout_s: float = 3.0,
+    ) -> None:
         self._checks = {"repository": repository.ping, "blob_store": blob_store.ping}
+        if job_queue is not None and not job_queue.in_process:
+            self._checks["job_queue"] = job_queue.ping
         self._timeout_s = timeout_s
 
     async def check(self) -> list[CheckResult]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID, uuid4
 
 from pixyproxy.app.requests import (
@@ -18,14 +17,9 @@ from pixyproxy.app.requests import (
     encode_cursor,
     parse_generate_request,
     parse_guid,
-    parse_idempotency_key,
     parse_limit,
 )
-from pixyproxy.domain.exceptions import (
-    IdempotencyConflictError,
-    IdempotencyInProgressError,
-    RecordOutcomeUnknownError,
-)
+from pixyproxy.domain.exceptions import RecordOutcomeUnknownError
 from pixyproxy.domain.models import (
     GenerationOptions,
     ImageContent,
@@ -60,8 +54,6 @@ class ImageService:
         blob_store: BlobStore,
         clock: Callable[[], datetime] = utc_now,
         new_guid: Callable[[], UUID] = uuid4,
-        idempotency_retention: timedelta = timedelta(hours=24),
-        idempotency_wait_s: float = 60.0,
         presign_expires_s: int | None = None,
     ) -> None:
         self._repository = repository
@@ -69,18 +61,20 @@ class ImageService:
         self._blob_store = blob_store
         self._clock = clock
         self._new_guid = new_guid
-        self._idempotency_retention = idempotency_retention
-        self._idempotency_wait_s = idempotency_wait_s
         self._presign_expires_s = presign_expires_s
 
     async def generate(
-        self, request: GenerateImageRequest | object, *, idempotency_key: str | None = None
+        self, request: GenerateImageRequest | object, *, guid: UUID | None = None, attempt: int = 1
     ) -> ImageDetail:
-        """Generate an image, store its bytes, then its record; never leave a record without bytes."""
-        validated = parse_generate_request(request)
-        if idempotency_key is None:
-            return await self._generate(validated)
-        return await self._generate_once(validated, idempotency_key)
+        """Generate an image, store its bytes, then its record; never leave a record without bytes.
+
+        The work of one generation job: idempotency, queuing and retries are the JobService's, which
+        gives each job's image the job's id as its GUID, so an attempt can tell whether an earlier
+        one already made it (DuplicateImageError). Raises what the ports raise.
+        """
+        return await self._generate(
+            parse_generate_request(request), guid=guid or self._new_guid(), attempt=attempt
+        )
 
     async def get_detail(self, guid: str | UUID) -> ImageDetail:
         """The detail of one image. Raises ImageNotFoundError."""
@@ -113,7 +107,7 @@ class ImageService:
     async def _detail_of(self, image: ImageDetail | str | UUID) -> ImageDetail:
         return image if isinstance(image, ImageDetail) else await self.get_detail(image)
 
-    async def _generate(self, request: GenerateImageRequest) -> ImageDetail:
+    async def _generate(self, request: GenerateImageRequest, *, guid: UUID, attempt: int) -> ImageDetail:
         options = GenerationOptions(size=request.size)
         started = time.perf_counter()
         image = await self._generator.generate(request.prompt, options=options)
@@ -121,12 +115,11 @@ class ImageService:
         if generation.latency_ms is None:
             latency_ms = round((time.perf_counter() - started) * 1000, 1)
             generation = generation.model_copy(update={"latency_ms": latency_ms})
-        guid = self._new_guid()
         now = self._clock()
         new_image = NewImage(
             guid=guid,
             prompt=request.prompt,
-            filename=filename_for(guid, image.content_type),
+            filename=filename_for(guid, image.content_type, attempt=attempt),
             content_type=image.content_type,
             size_bytes=len(image.data),
             sha256=sha256_hex(image.data),
@@ -156,30 +149,3 @@ class ImageService:
         except Exception:
             # gc finds orphan bytes later; the original error is the one the caller must see.
             log.exception("could not delete orphan bytes %s; `pixyproxy gc` will find them", key)
-
-    async def _generate_once(self, request: GenerateImageRequest, key: str) -> ImageDetail:
-        parse_idempotency_key(key)
-        request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-        deadline = time.monotonic() + self._idempotency_wait_s
-        delay = 0.05
-        while True:
-            now = self._clock()
-            await self._repository.purge_idempotency_keys(older_than=now - self._idempotency_retention)
-            held = await self._repository.claim_idempotency_key(key, request_hash=request_hash, now=now)
-            if held is None:
-                break
-            if held.request_hash != request_hash:
-                raise IdempotencyConflictError(key)
-            if held.guid is not None:
-                return await self.get_detail(held.guid)
-            if time.monotonic() >= deadline:
-                raise IdempotencyInProgressError(key)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        try:
-            detail = await self._generate(request)
-        except BaseException:
-            await asyncio.shield(self._repository.release_idempotency_key(key))
-            raise
-        await self._repository.complete_idempotency_key(key, guid=detail.guid)
-        return detail

@@ -151,14 +151,6 @@ class IdempotencyConflictError(ConflictError):
         super().__init__(f"idempotency key {key!r} was already used with a different request")
 
 
-class IdempotencyInProgressError(ConflictError):
-    """A request with this idempotency key is still being processed elsewhere."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        super().__init__(f"a request with idempotency key {key!r} is still in progress")
-
-
 class ConfigurationError(ImageGenerationException):
     """A setting is missing or has a value PixyProxy cannot use."""
 
@@ -166,3 +158,57 @@ class ConfigurationError(ImageGenerationException):
         self.setting = setting
         self.reason = reason
         super().__init__(f"configuration error: {setting}: {reason}")
+
+
+class JobNotFoundError(ImageGenerationException):
+    """No generation job has this id."""
+
+    def __init__(self, job_id: object) -> None:
+        self.job_id = str(job_id)
+        super().__init__(f"no job with id {self.job_id}")
+
+
+class JobQueueUnavailableError(ImageGenerationException):
+    """The job queue (the message broker) cannot be reached."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"job queue unavailable: {reason}")
+
+
+class JobFailedError(ImageGenerationException):
+    """A job another process ran has failed; carries the name of the error it failed with."""
+
+    def __init__(self, job_id: object, *, kind: str, detail: str, retry_after_s: float | None = None) -> None:
+        self.job_id = str(job_id)
+        self.kind = kind
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+
+class JobCanceledError(ImageGenerationException):
+    """The job was canceled before it made its image."""
+
+    def __init__(self, job_id: object) -> None:
+        self.job_id = str(job_id)
+        super().__init__(f"job {self.job_id} was canceled")
+
+
+def exception_class_named(name: str) -> type[ImageGenerationException]:
+    """The ImageGenerationException subclass with this name, or the base class if none has it."""
+    pending: list[type[ImageGenerationException]] = [ImageGenerationException]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return ImageGenerationException
+
+
+class JobTimeoutError(GeneratorUnavailableError):
+    """A job did not finish within the time its caller waits; it goes on, and can be polled."""
+
+    def __init__(self, job_id: object) -> None:
+        self.job_id = str(job_id)
+        super().__init__(f"job {self.job_id} has not finished yet; follow it at /jobs/{self.job_id}")

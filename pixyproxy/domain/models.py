@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
+from enum import StrEnum
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -47,9 +48,14 @@ def validate_blob_key(key: str) -> str:
     return key
 
 
-def filename_for(guid: UUID, content_type: str) -> str:
-    """The stored file name (and blob key) of an image: its GUID and the extension of its type."""
-    return f"{guid}.{CONTENT_TYPE_EXTENSIONS.get(content_type, 'bin')}"
+def filename_for(guid: UUID, content_type: str, *, attempt: int = 1) -> str:
+    """The stored file name (and blob key) of an image: its GUID and the extension of its type.
+
+    A job's later attempts make the same GUID under names of their own (`<guid>-2.png`), so two
+    attempts racing never write one key, and the loser's clean-up never removes the winner's bytes.
+    """
+    suffix = f"-{attempt}" if attempt > 1 else ""
+    return f"{guid}{suffix}.{CONTENT_TYPE_EXTENSIONS.get(content_type, 'bin')}"
 
 
 class GenerationInfo(BaseModel):
@@ -148,7 +154,10 @@ class ImageDetail(BaseModel):
 
 
 class PageKey(BaseModel):
-    """Where a newest-first listing resumes: strictly after this (created_at, guid)."""
+    """Where a newest-first listing resumes: strictly after this (created_at, guid).
+
+    For images `guid` is the image's GUID; for jobs, the job's id.
+    """
 
     model_config = _FROZEN
 
@@ -176,12 +185,65 @@ class BlobInfo(BaseModel):
     modified_at: AwareDatetime
 
 
-class IdempotencyRecord(BaseModel):
-    """A claimed idempotency key: the request it was used with and, once done, the image it made."""
+class JobStatus(StrEnum):
+    """Where a generation job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will never change again."""
+        return self in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
+
+
+class JobError(BaseModel):
+    """Why a job failed: the domain exception's class name, its message and any retry hint."""
 
     model_config = _FROZEN
 
-    key: str
-    request_hash: str
-    guid: UUID | None
+    kind: str
+    detail: str
+    retry_after_s: float | None = None
+
+
+class NewJob(BaseModel):
+    """A job as accepted, before any worker has seen it."""
+
+    model_config = _FROZEN
+
+    id: UUID
+    prompt: str
+    size: str | None
     created_at: AwareDatetime
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    # Whether a runner has been told of the job: its message published, or it runs in the request
+    # that accepted it. The sweep publishes queued jobs that no runner was told of.
+    published: bool = False
+
+    @field_validator("created_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class Job(NewJob):
+    """A generation job: the database's word on where it stands. A message only carries its id."""
+
+    status: JobStatus
+    attempts: int = 0
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    lease_until: AwareDatetime | None = None
+    cancel_requested: bool = False
+    image_guid: UUID | None = None
+    error: JobError | None = None
+
+    @field_validator("started_at", "finished_at", "lease_until")
+    @classmethod
+    def _optional_to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)

@@ -1,4 +1,4 @@
-"""The `pixyproxy` command: serve, init-db, generate, gc.
+"""The `pixyproxy` command: serve, worker, init-db, generate, gc.
 
 This module imports the container (and so every SDK) only when a command runs: with
 `--workers N` each worker process re-imports the command's module before it can answer
@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    worker = commands.add_parser("worker", help="run generation jobs from the broker's queue")
+    worker.add_argument("--concurrency", type=int, default=8, help="jobs run at once (default 8)")
     commands.add_parser("init-db", help="create the repository's schema (idempotent)")
     generate = commands.add_parser("generate", help="generate one image and print its detail as JSON")
     generate.add_argument("prompt")
@@ -59,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.logging.level, settings.logging.format)
         if args.command == "serve":
             return _serve(container, args, settings.http)
+        if args.command == "worker":
+            from pixyproxy.entrypoints.worker import configure_worker, run_worker
+
+            configure_worker(container, concurrency=args.concurrency)
+            return asyncio.run(run_worker(container, concurrency=args.concurrency))
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":
@@ -138,9 +145,9 @@ async def _init_db(container: Container) -> int:
 async def _generate(container: Container, prompt: str, size: str | None) -> int:
     from pixyproxy.entrypoints.container import adapters_open
 
-    service = container.image_service()
     async with adapters_open(container):
-        detail = await service.generate({"prompt": prompt, "size": size})
+        # A job like any other (listed by GET /jobs); with a broker, a worker makes the image.
+        detail = await container.job_service().generate_now({"prompt": prompt, "size": size})
     print(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
     return 0
 
@@ -153,6 +160,7 @@ async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> in
     collector = GarbageCollector(repository=container.repository(), blob_store=container.blob_store())
     try:
         report = await collector.collect(now=utc_now(), grace=timedelta(minutes=grace_minutes), delete=delete)
+        purged_jobs = await container.job_service().purge()
     finally:
         await close_adapters(container)
     summary = {
@@ -162,6 +170,7 @@ async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> in
         "missing_blobs": [{"guid": str(g), "filename": f} for g, f in report.missing_blobs],
         "deleted": report.deleted,
         "kept_younger_than_grace": report.kept_young,
+        "purged_jobs": purged_jobs,
     }
     print(json.dumps(summary, indent=2))
     return 0

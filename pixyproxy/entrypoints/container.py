@@ -20,28 +20,41 @@ from pixyproxy.adapters.memory import (
     InMemoryImageGenerator,
     InMemoryImageRepository,
 )
-from pixyproxy.adapters.mysql import MySqlImageRepository
+from pixyproxy.adapters.memory_jobs import InMemoryJobQueue, InMemoryJobRepository
+from pixyproxy.adapters.mysql import MySqlImageRepository, MySqlJobRepository
 from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.rabbitmq import RabbitMqJobQueue
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
+from pixyproxy.adapters.sqlite_jobs import SqliteJobRepository
 from pixyproxy.app.bounded import BoundedImageGenerator
 from pixyproxy.app.caching import CachedImageRepository
 from pixyproxy.app.health import ReadinessChecker
+from pixyproxy.app.jobs import JobService, JobTiming
 from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import (
     BlobStoreUnavailableError,
     GeneratorUnavailableError,
+    JobQueueUnavailableError,
     RepositoryUnavailableError,
 )
-from pixyproxy.entrypoints.metrics import MeteredBlobStore, MeteredImageGenerator, Metrics
+from pixyproxy.entrypoints.metrics import JobMetrics, MeteredBlobStore, MeteredImageGenerator, Metrics
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
+def _job_timing(
+    lease_s: float, max_attempts: int, retention_s: int, idempotency_retention_s: int, sync_wait_s: float
+) -> JobTiming:
+    return JobTiming(
+        lease=timedelta(seconds=lease_s),
+        max_attempts=max_attempts,
+        retention=timedelta(seconds=retention_s),
+        idempotency_retention=timedelta(seconds=idempotency_retention_s),
+        sync_wait_s=sync_wait_s,
+    )
 
 
 def _presign_expiry(enabled: bool, expires_s: int) -> int | None:
@@ -123,13 +136,46 @@ class Container(containers.DeclarativeContainer):
         repository=repository,
         generator=generator,
         blob_store=blob_store,
-        idempotency_retention=providers.Callable(_seconds, config.http.idempotency_retention_s),
         presign_expires_s=providers.Callable(
             _presign_expiry, config.blob_store.presign, config.blob_store.presign_expires_s
         ),
     )
 
-    readiness_checker = providers.Factory(ReadinessChecker, repository=repository, blob_store=blob_store)
+    # Jobs live beside the images, on the same database connection or pool.
+    job_repository = providers.Selector(
+        config.repository.kind,
+        memory=providers.Singleton(InMemoryJobRepository),
+        sqlite=providers.Singleton(SqliteJobRepository, selected_repository),
+        mysql=providers.Singleton(MySqlJobRepository, selected_repository),
+    )
+
+    job_queue = providers.Selector(
+        config.jobs.queue,
+        memory=providers.Singleton(InMemoryJobQueue),
+        rabbitmq=providers.Singleton(
+            RabbitMqJobQueue, config.jobs.amqp_url, queue_name=config.jobs.amqp_queue
+        ),
+    )
+
+    job_service = providers.Factory(
+        JobService,
+        jobs=job_repository,
+        queue=job_queue,
+        images=image_service,
+        events=providers.Singleton(JobMetrics, metrics),
+        timing=providers.Callable(
+            _job_timing,
+            config.jobs.lease_s,
+            config.jobs.max_attempts,
+            config.jobs.retention_s,
+            config.http.idempotency_retention_s,
+            config.jobs.sync_wait_s,
+        ),
+    )
+
+    readiness_checker = providers.Factory(
+        ReadinessChecker, repository=repository, blob_store=blob_store, job_queue=job_queue
+    )
 
 
 def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:
@@ -142,7 +188,7 @@ def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:
 
 async def close_adapters(container: Container) -> None:
     """Close every adapter the container has built, even when one of them fails to close."""
-    for provider in (container.generator, container.blob_store, container.repository):
+    for provider in (container.job_queue, container.generator, container.blob_store, container.repository):
         try:
             await provider().close()
         except Exception:
@@ -160,13 +206,19 @@ async def initialize_adapters(container: Container) -> None:
         container.selected_repository,
         container.selected_blob_store,
         container.upstream_generator,
+        container.job_queue,
     ):
         initialize = getattr(provider(), "initialize", None)
         if initialize is None:
             continue
         try:
             await initialize()
-        except (RepositoryUnavailableError, BlobStoreUnavailableError, GeneratorUnavailableError) as err:
+        except (
+            RepositoryUnavailableError,
+            BlobStoreUnavailableError,
+            GeneratorUnavailableError,
+            JobQueueUnavailableError,
+        ) as err:
             log.warning("not ready at start-up, will retry on first use: %s", err)
 
 

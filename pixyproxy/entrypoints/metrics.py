@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import Scope
 
-from pixyproxy.domain.models import BlobInfo, GeneratedImage, GenerationOptions
+from pixyproxy.domain.models import BlobInfo, GeneratedImage, GenerationOptions, Job
 from pixyproxy.ports import BlobStore, ImageGenerator
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -85,6 +85,30 @@ class Metrics:
             multiprocess_mode="livesum",  # under several workers: the sum over the live ones
             registry=self.registry,
         )
+        self.jobs_started = Counter(
+            "pixyproxy_jobs_started_total",
+            "Job attempts taken by a worker (a retried job counts once per attempt).",
+            registry=self.registry,
+        )
+        self.jobs_finished = Counter(
+            "pixyproxy_jobs_finished_total",
+            "Jobs finished, by status: succeeded, failed or canceled.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.job_queue_wait = Histogram(
+            "pixyproxy_job_queue_wait_seconds",
+            "From a job's acceptance to a worker first taking it.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_run_time = Histogram(
+            "pixyproxy_job_run_seconds",
+            "From a worker first taking a job to its end, by status.",
+            ["status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.bytes_stored = Counter(
             "pixyproxy_blob_bytes_stored_total",
             "Bytes written to the blob store.",
@@ -112,6 +136,26 @@ class Metrics:
         shared_dir = os.environ.get(SHARED_DIR_ENV)
         if shared_dir:
             mark_process_dead(os.getpid(), shared_dir)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+class JobMetrics:
+    """JobEvents that count and time jobs."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def started(self, job: Job) -> None:
+        """Count the attempt; on the first, how long the job waited in the queue."""
+        self._metrics.jobs_started.inc()
+        if job.attempts == 1 and job.started_at is not None:
+            self._metrics.job_queue_wait.observe((job.started_at - job.created_at).total_seconds())
+
+    async def finished(self, job: Job) -> None:
+        """Count the outcome and time the run."""
+        self._metrics.jobs_finished.labels(job.status.value).inc()
+        if job.started_at is not None and job.finished_at is not None:
+            run_s = (job.finished_at - job.started_at).total_seconds()
+            self._metrics.job_run_time.labels(job.status.value).observe(run_s)
 
 
 class MeteredImageGenerator:

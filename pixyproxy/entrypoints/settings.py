@@ -142,6 +142,32 @@ class HttpSettings(_Section):
         return [key.strip() for key in str(raw).split(",") if key.strip()]
 
 
+class JobSettings(_Section):
+    """The job queue and how jobs are leased, retried and kept."""
+
+    queue: Literal["memory", "rabbitmq"]
+    amqp_url: SecretStr
+    amqp_queue: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
+    lease_s: Annotated[float, Field(ge=3)]
+    max_attempts: Annotated[int, Field(ge=1, le=100)]
+    retention_s: Positive
+    sync_wait_s: PositiveSeconds
+    sweep_interval_s: PositiveSeconds
+
+    @field_validator("amqp_url", mode="before")
+    @classmethod
+    def _url_as_text(cls, value: object) -> object:
+        return "" if value is None else str(value)
+
+    @model_validator(mode="after")
+    def _rabbitmq_needs_url(self) -> JobSettings:
+        if self.queue == "rabbitmq" and not self.amqp_url.get_secret_value().startswith(
+            ("amqp://", "amqps://")
+        ):
+            raise ValueError("amqp_url: required for the rabbitmq queue, as amqp://user:password@host:5672/")
+        return self
+
+
 class LoggingSettings(_Section):
     """Log level and format."""
 
@@ -155,6 +181,7 @@ class Settings(_Section):
     repository: RepositorySettings
     blob_store: BlobStoreSettings
     generator: GeneratorSettings
+    jobs: JobSettings
     http: HttpSettings
     logging: LoggingSettings
 

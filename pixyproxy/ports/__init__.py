@@ -2,6 +2,15 @@
 
 from pixyproxy.ports.blob_store import BlobStore
 from pixyproxy.ports.generator import ImageGenerator
+from pixyproxy.ports.jobs import JobEvents, JobHandler, JobQueue, JobRepository
 from pixyproxy.ports.repository import ImageRepository
 
-__all__ = ["BlobStore", "ImageGenerator", "ImageRepository"]
+__all__ = [
+    "BlobStore",
+    "ImageGenerator",
+    "ImageRepository",
+    "JobEvents",
+    "JobHandler",
+    "JobQueue",
+    "JobRepository",
+]

@@ -144,64 +144,8 @@ async def test_list_all_filenames_names_every_record(repository: ImageRepository
     assert sorted(await repository.list_all_filenames()) == sorted((i.guid, i.filename) for i in images)
 
 
-async def test_idempotency_key_claim_complete_and_release(repository: ImageRepository) -> None:
-    now = BASE_TIME
-    assert await repository.claim_idempotency_key("k1", request_hash="h1", now=now) is None
-    held = await repository.claim_idempotency_key("k1", request_hash="h2", now=now)
-    assert held is not None
-    assert (held.key, held.request_hash, held.guid) == ("k1", "h1", None)
-    guid = uuid4()
-    await repository.complete_idempotency_key("k1", guid=guid)
-    done = await repository.claim_idempotency_key("k1", request_hash="h1", now=now)
-    assert done is not None
-    assert done.guid == guid
-    await repository.release_idempotency_key("k1")
-    assert await repository.claim_idempotency_key("k1", request_hash="h3", now=now) is None
-
-
-async def test_idempotency_keys_are_purged_by_age(repository: ImageRepository) -> None:
-    await repository.claim_idempotency_key("old", request_hash="h", now=BASE_TIME)
-    await repository.claim_idempotency_key("new", request_hash="h", now=BASE_TIME + timedelta(hours=2))
-    purged = await repository.purge_idempotency_keys(older_than=BASE_TIME + timedelta(hours=1))
-    assert purged == 1
-    assert await repository.claim_idempotency_key("old", request_hash="h", now=BASE_TIME) is None
-    assert await repository.claim_idempotency_key("new", request_hash="h", now=BASE_TIME) is not None
-
-
-async def test_concurrent_claims_of_one_key_let_exactly_one_win(
-    repository: ImageRepository,
-) -> None:
-    results = await asyncio.gather(
-        *(repository.claim_idempotency_key("race", request_hash="h", now=BASE_TIME) for _ in range(20))
-    )
-    assert sum(r is None for r in results) == 1
-
-
 async def test_ping_answers(repository: ImageRepository) -> None:
     await repository.ping()
-
-
-@pytest.mark.parametrize(
-    ("first", "second"),
-    [("key", "key "), ("key", "KEY"), ("caf\u00e9", "cafe\u0301"), ("k", "k\t")],
-    ids=["trailing-space", "case", "unicode-normalisation", "trailing-tab"],
-)
-async def test_idempotency_keys_are_compared_exactly(
-    repository: ImageRepository, first: str, second: str
-) -> None:
-    assert await repository.claim_idempotency_key(first, request_hash="h1", now=BASE_TIME) is None
-    assert await repository.claim_idempotency_key(second, request_hash="h2", now=BASE_TIME) is None
-    held = await repository.claim_idempotency_key(second, request_hash="h3", now=BASE_TIME)
-    assert held is not None
-    assert (held.key, held.request_hash) == (second, "h2")
-
-
-async def test_idempotency_key_text_and_time_round_trip(repository: ImageRepository) -> None:
-    key = "emoji 🦊 '; DROP TABLE idempotency_keys;-- " + "x" * 200
-    await repository.claim_idempotency_key(key, request_hash="h", now=BASE_TIME)
-    held = await repository.claim_idempotency_key(key, request_hash="other", now=BASE_TIME)
-    assert held is not None
-    assert (held.key, held.created_at) == (key, BASE_TIME)
 
 
 async def test_generation_info_round_trips(repository: ImageRepository) -> None:

@@ -27,8 +27,10 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
                 "all",
                 "--max-examples",
                 "40",
+                # One worker: with two, hypothesis's concurrent ast.parse hits CPython 3.11's
+                # "AST constructor recursion depth mismatch" SystemError now and then (gh-106905).
                 "--workers",
-                "2",
+                "1",
                 "--seed",
                 "20261127",
             ],
@@ -41,7 +43,7 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
     logs = server.logs()
     assert result.returncode == 0, result.stdout[-8000:]
     assert "No issues found" in result.stdout
-    assert "Selected: 8/8" in result.stdout
+    assert "Selected: 11/11" in result.stdout  # the jobs API included
     # No request, however hostile, reached the catch-all 500.
     assert "unhandled" not in logs
     assert " 500 " not in logs

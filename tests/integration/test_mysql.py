@@ -57,9 +57,10 @@ async def test_schema_creation_is_idempotent_and_versioned(mysql_url: str) -> No
     assert await init_schema(mysql_url) == SCHEMA_VERSION  # creates the database too
     assert await init_schema(mysql_url) == SCHEMA_VERSION  # and again changes nothing
 
-    assert _query(database, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    versions = _query(database, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each applied once
     tables = {row[0] for row in _query(database, "SHOW TABLES")}
-    assert tables == {"images", "idempotency_keys", "schema_version"}
+    assert tables == {"images", "jobs", "schema_version"}
     index = _query(
         database,
         "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %(db)s"
@@ -100,7 +101,7 @@ async def test_init_schema_at_first_use_when_configured(mysql_url: str) -> None:
         assert (await repository.get(image.guid)).guid == image.guid
     finally:
         await repository.close()
-    assert _query(_database(mysql_url), "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert _query(_database(mysql_url), "SELECT MAX(version) FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_url_encoded_password_is_decoded_and_never_shown(mysql_url: str) -> None:
@@ -153,7 +154,7 @@ def test_init_db_command_creates_the_schema(mysql_url: str, tmp_path: Path) -> N
         )
         assert done.returncode == 0, done.stderr
         assert f"schema ready (mysql, schema version {SCHEMA_VERSION})" in done.stdout
-    assert _query(_database(mysql_url), "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert _query(_database(mysql_url), "SELECT MAX(version) FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 # --- the whole server ----------------------------------------------------------------------------

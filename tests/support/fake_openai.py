@@ -68,6 +68,8 @@ class _State:
     max_in_flight: int = 0
     last_body: dict[str, Any] | None = None
     files: dict[str, bytes] = field(default_factory=dict)
+    # Requests whose client closed the connection before the answer: an abandoned generation.
+    disconnected: int = 0
 
 
 def _error(
@@ -107,8 +109,9 @@ def create_app() -> Starlette:
                 mode = "ok"
             else:
                 settings["times"] = times - 1
-        if settings.get("delay_s"):
-            await asyncio.sleep(float(settings["delay_s"]))
+        if settings.get("delay_s") and await _client_left_within(request, float(settings["delay_s"])):
+            state.disconnected += 1
+            return Response(status_code=499)
         auth = request.headers.get("authorization", "")
         if mode == "unauthorized" or not auth.startswith("Bearer "):
             key = auth.removeprefix("Bearer ")
@@ -184,6 +187,15 @@ def create_app() -> Starlette:
         }
         return JSONResponse(answer, headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
 
+    async def _client_left_within(request: Request, delay_s: float) -> bool:
+        """Wait `delay_s`; True as soon as the client closes its connection instead."""
+        deadline = time.monotonic() + delay_s
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return True
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return False
+
     async def files(request: Request) -> Response:
         data = state.files.get(request.path_params["name"])
         if data is None:
@@ -211,12 +223,13 @@ def create_app() -> Starlette:
                 "in_flight": state.in_flight,
                 "max_in_flight": state.max_in_flight,
                 "last_body": state.last_body,
+                "disconnected": state.disconnected,
             }
         )
 
     async def reset(request: Request) -> Response:
         state.mode = {"mode": "ok"}
-        state.requests = state.max_in_flight = 0
+        state.requests = state.max_in_flight = state.disconnected = 0
         state.last_body = None
         state.files.clear()
         return JSONResponse({"reset": True})

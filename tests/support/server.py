@@ -18,20 +18,15 @@ from tests.support.real_parts import free_port
 
 
 @dataclass
-class RunningServer:
-    """A server process, its base URL and the file its standard error goes to."""
+class RunningProcess:
+    """A `pixyproxy` process and the file its output goes to."""
 
     process: subprocess.Popen[bytes]
-    base_url: str
     log_path: Path
 
     def logs(self) -> str:
-        """Everything the server has written to standard error so far."""
+        """Everything the process has written so far."""
         return self.log_path.read_text(errors="replace")
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        """A synchronous httpx client aimed at the server."""
-        return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
         """Send `sig` and wait for the exit status."""
@@ -42,6 +37,17 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+
+@dataclass
+class RunningServer(RunningProcess):
+    """A server process, its base URL and the file its standard error goes to."""
+
+    base_url: str = ""
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        """A synchronous httpx client aimed at the server."""
+        return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
 def start_server(
@@ -89,3 +95,28 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+class RunningWorker(RunningProcess):
+    """A `pixyproxy worker` process and the file its output goes to."""
+
+
+def start_worker(env: Mapping[str, str], log_path: Path, *, concurrency: int) -> RunningWorker:
+    """Start a worker and wait until it says it is consuming; fail with its output if it does not."""
+    handle = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pixyproxy.entrypoints.cli", "worker", "--concurrency", str(concurrency)],
+        env={**os.environ, "PIXYPROXY_LOG_LEVEL": "INFO", **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+    worker = RunningWorker(process=process, log_path=log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}:\n{worker.logs()}")
+        if "worker ready" in worker.logs():
+            return worker
+        time.sleep(0.1)
+    worker.stop(signal.SIGKILL)
+    raise RuntimeError(f"worker was not ready within 30s:\n{worker.logs()}")

@@ -14,7 +14,6 @@ from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import (
     BlobStoreUnavailableError,
     GeneratorUnavailableError,
-    IdempotencyConflictError,
     ImageNotFoundError,
     InvalidRequestError,
     PromptRejectedError,
@@ -247,52 +246,6 @@ async def test_open_content_returns_the_stored_bytes(
     assert content.data == blob_store.blobs[detail.filename][0]
     assert content.content_type == "image/png"
     assert sha256_hex(content.data) == content.sha256
-
-
-async def test_idempotent_retry_returns_the_first_result(
-    service: ImageService, generator: InMemoryImageGenerator, repository: InMemoryImageRepository
-) -> None:
-    first = await service.generate({"prompt": "a fox"}, idempotency_key="k-1")
-    again = await service.generate({"prompt": "a fox"}, idempotency_key="k-1")
-    assert again == first
-    assert len(generator.calls) == 1
-    assert len(repository.records) == 1
-
-
-async def test_idempotency_key_with_another_body_conflicts(service: ImageService) -> None:
-    await service.generate({"prompt": "a fox"}, idempotency_key="k-1")
-    with pytest.raises(IdempotencyConflictError):
-        await service.generate({"prompt": "a wolf"}, idempotency_key="k-1")
-
-
-async def test_concurrent_same_key_generates_once(
-    repository: InMemoryImageRepository, blob_store: InMemoryBlobStore
-) -> None:
-    generator = InMemoryImageGenerator(delay_s=0.05)
-    service = ImageService(repository=repository, generator=generator, blob_store=blob_store)
-    results = await asyncio.gather(
-        *(service.generate({"prompt": "a fox"}, idempotency_key="same") for _ in range(20))
-    )
-    assert len({r.guid for r in results}) == 1
-    assert len(generator.calls) == 1
-    assert len(repository.records) == 1
-
-
-async def test_failed_idempotent_request_can_be_retried(
-    service: ImageService, generator: InMemoryImageGenerator, repository: InMemoryImageRepository
-) -> None:
-    generator.fail_with = GeneratorUnavailableError("down")
-    with pytest.raises(GeneratorUnavailableError):
-        await service.generate({"prompt": "a fox"}, idempotency_key="retry-me")
-    generator.fail_with = None
-    detail = await service.generate({"prompt": "a fox"}, idempotency_key="retry-me")
-    assert repository.records[detail.guid].prompt == "a fox"
-
-
-@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
-async def test_malformed_idempotency_key_is_invalid(service: ImageService, key: str) -> None:
-    with pytest.raises(InvalidRequestError):
-        await service.generate({"prompt": "a fox"}, idempotency_key=key)
 
 
 async def test_generation_is_logged(service: ImageService, caplog: pytest.LogCaptureFixture) -> None:

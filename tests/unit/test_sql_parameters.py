@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ADAPTERS = Path(__file__).resolve().parents[2] / "pixyproxy" / "adapters"
-SQL_MODULES = sorted([ADAPTERS / "sqlite.py", *sorted((ADAPTERS / "mysql").glob("*.py"))])
+SQL_MODULES = sorted([*ADAPTERS.glob("sqlite*.py"), *(ADAPTERS / "mysql").glob("*.py")])
 SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|KILL|LOCK)\b")
 
 

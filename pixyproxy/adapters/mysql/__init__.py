@@ -1,7 +1,15 @@
-"""The MySQL/MariaDB repository adapter and its schema set-up."""
+"""The MySQL/MariaDB repository adapters (images, jobs) and their schema set-up."""
 
 from pixyproxy.adapters.mysql.connection import MySqlTarget, parse_mysql_url
 from pixyproxy.adapters.mysql.init import SCHEMA_VERSION, init_schema
+from pixyproxy.adapters.mysql.jobs import MySqlJobRepository
 from pixyproxy.adapters.mysql.repository import MySqlImageRepository
 
-__all__ = ["SCHEMA_VERSION", "MySqlImageRepository", "MySqlTarget", "init_schema", "parse_mysql_url"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "MySqlImageRepository",
+    "MySqlJobRepository",
+    "MySqlTarget",
+    "init_schema",
+    "parse_mysql_url",
+]

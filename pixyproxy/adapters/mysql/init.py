@@ -69,6 +69,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
         ),
     ),
+    Migration(
+        2,
+        "generation jobs, which hold the idempotency keys now",
+        (
+            # The indexes are declared inside CREATE TABLE: MySQL (unlike MariaDB) has no
+            # CREATE INDEX IF NOT EXISTS, and this way the statement stays safe to repeat.
+            # idem_key is VARBINARY, compared byte for byte: MySQL's *_bin collations ignore
+            # trailing spaces, and 'k' and 'k ' would then be one key.
+            # (status, created_at, id) serves a listing of one status and the oldest-first sweeps
+            # of unfinished jobs; (status, published) finds queued jobs whose message never went out.
+            """CREATE TABLE IF NOT EXISTS jobs (
+                id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+                prompt TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+                size VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+                status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                created_at DATETIME(6) NOT NULL COMMENT 'UTC',
+                started_at DATETIME(6) NULL COMMENT 'UTC',
+                finished_at DATETIME(6) NULL COMMENT 'UTC',
+                lease_until DATETIME(6) NULL COMMENT 'UTC',
+                cancel_requested TINYINT(1) NOT NULL DEFAULT 0,
+                published TINYINT(1) NOT NULL DEFAULT 0,
+                image_guid CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NULL,
+                error JSON NULL,
+                idem_key VARBINARY(1020) NULL,
+                request_hash CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
+                UNIQUE KEY jobs_idem_key (idem_key),
+                KEY jobs_newest_first (created_at, id),
+                KEY jobs_by_status (status, created_at, id),
+                KEY jobs_unpublished (status, published)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+            # A key claimed before this version only guarded a synchronous request, long answered.
+            "DROP TABLE IF EXISTS idempotency_keys",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -28,7 +28,6 @@ from pixyproxy.domain.exceptions import (
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
-    IdempotencyRecord,
     ImageRecord,
     NewImage,
     PageKey,
@@ -48,8 +47,6 @@ _INSERT = (
     " created_at, updated_at) VALUES (%(guid)s, %(prompt)s, %(filename)s, %(content_type)s,"
     " %(size_bytes)s, %(sha256)s, %(generation)s, %(created_at)s, %(updated_at)s)"
 )
-_IDEMPOTENCY_COLUMNS = "SELECT idem_key, request_hash, guid, created_at FROM idempotency_keys"
-_CLAIM_ATTEMPTS = 5
 
 
 def _to_db_time(value: datetime) -> datetime:
@@ -192,6 +189,14 @@ class MySqlImageRepository:
 
         return await self._run(execute, retry_lost=retry_lost)
 
+    async def fetch(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        """Rows of a read on this repository's pool; the job repository shares it."""
+        return await self._fetch(sql, params)
+
+    async def execute(self, sql: str, params: Mapping[str, Any], *, retry_lost: bool) -> int:
+        """The affected (changed) row count of a write on this repository's pool."""
+        return await self._execute(sql, params, retry_lost=retry_lost)
+
     async def add(self, image: NewImage) -> ImageRecord:
         """Insert a record; its id comes from AUTO_INCREMENT."""
         row = ROWS.image_to_row(image)
@@ -257,6 +262,13 @@ class MySqlImageRepository:
             raise ImageNotFoundError(guid)
         return ROWS.row_to_image(rows[0])
 
+    async def delete(self, guid: UUID) -> bool:
+        """Delete the record."""
+        deleted = await self._execute(
+            "DELETE FROM images WHERE guid = %(guid)s", {"guid": str(guid)}, retry_lost=True
+        )
+        return deleted > 0
+
     async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
         """Newest first by (created_at, guid), keyset-paged."""
         if after is None:
@@ -270,54 +282,6 @@ class MySqlImageRepository:
         """Every record's (guid, filename)."""
         rows = await self._fetch("SELECT guid, filename FROM images", {})
         return [(UUID(row["guid"]), row["filename"]) for row in rows]
-
-    async def claim_idempotency_key(
-        self, key: str, *, request_hash: str, now: datetime
-    ) -> IdempotencyRecord | None:
-        """Insert the key; on a duplicate key, return the record holding it."""
-        # The key goes in as text and is stored as its UTF-8 bytes in the VARBINARY column, which
-        # then compares byte for byte (aiomysql 0.3 cannot escape bytes parameters).
-        params = {"key": key, "request_hash": request_hash, "created_at": _to_db_time(now)}
-        for _ in range(_CLAIM_ATTEMPTS):
-            try:
-                await self._execute(
-                    "INSERT INTO idempotency_keys (idem_key, request_hash, guid, created_at)"
-                    " VALUES (%(key)s, %(request_hash)s, NULL, %(created_at)s)",
-                    params,
-                    retry_lost=False,
-                )
-            except pymysql.err.IntegrityError as err:
-                if error_number(err) != ER.DUP_ENTRY:
-                    raise unavailable(err, self._target) from err
-            else:
-                return None
-            rows = await self._fetch(_IDEMPOTENCY_COLUMNS + " WHERE idem_key = %(key)s", params)
-            if rows:
-                return ROWS.row_to_idempotency(rows[0])
-            # Released between our two statements: claim again.
-        raise RepositoryUnavailableError(f"idempotency key {key!r} kept changing hands")
-
-    async def complete_idempotency_key(self, key: str, *, guid: UUID) -> None:
-        """Point the key at its image."""
-        await self._execute(
-            "UPDATE idempotency_keys SET guid = %(guid)s WHERE idem_key = %(key)s",
-            {"guid": str(guid), "key": key},
-            retry_lost=True,
-        )
-
-    async def release_idempotency_key(self, key: str) -> None:
-        """Forget the key."""
-        await self._execute(
-            "DELETE FROM idempotency_keys WHERE idem_key = %(key)s", {"key": key}, retry_lost=True
-        )
-
-    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
-        """Drop keys created before `older_than`."""
-        return await self._execute(
-            "DELETE FROM idempotency_keys WHERE created_at < %(older_than)s",
-            {"older_than": _to_db_time(older_than)},
-            retry_lost=True,
-        )
 
     async def ping(self) -> None:
         """Run a trivial query (opening the pool, and creating the schema if that is pending)."""

@@ -17,10 +17,11 @@ from pixyproxy.entrypoints.container import (
     adapters_open,
     build_container,
 )
-from pixyproxy.entrypoints.http import ops, routes
+from pixyproxy.entrypoints.http import jobs_routes, ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
+from pixyproxy.entrypoints.job_runner import jobs_running
 from pixyproxy.entrypoints.logging_setup import configure_logging
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,24 @@ def create_app(container: Container | None = None) -> FastAPI:
         # Build the adapters now, so a bad binding fails start-up rather than the first request.
         container.blob_store()
         container.generator()
-        async with adapters_open(container):
+        async with (
+            adapters_open(container),
+            jobs_running(
+                container.job_service(),
+                container.job_queue(),
+                # Without a broker the API runs the jobs itself; with one, only workers do.
+                consume=container.job_queue().in_process,
+                concurrency=container.config.generator.max_concurrent(),
+                sweep_interval_s=container.config.jobs.sweep_interval_s(),
+            ),
+        ):
             log.info(
-                "PixyProxy %s ready: repository=%s blob_store=%s generator=%s",
+                "PixyProxy %s ready: repository=%s blob_store=%s generator=%s job_queue=%s",
                 __version__,
                 container.config.repository.kind(),
                 container.config.blob_store.kind(),
                 container.config.generator.kind(),
+                container.config.jobs.queue(),
             )
             yield
         container.metrics().forget_this_process()
@@ -60,8 +72,9 @@ def create_app(container: Container | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.container = container
-    container.wire(modules=[routes, ops])
+    container.wire(modules=[routes, jobs_routes, ops])
     app.include_router(routes.router)
+    app.include_router(jobs_routes.router)
     app.include_router(ops.router)
     for exc_type in (ImageGenerationException, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_exception)

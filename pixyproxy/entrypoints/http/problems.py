@@ -21,6 +21,7 @@ from starlette.routing import Match
 
 from pixyproxy.app.requests import GUID_MESSAGE, IDEMPOTENCY_KEY_MESSAGE, PROMPT_MESSAGE
 from pixyproxy.domain import exceptions as errors
+from pixyproxy.domain.models import JobError
 from pixyproxy.entrypoints.logging_setup import current_request_id
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,12 @@ PROBLEMS: dict[type[BaseException], ProblemKind] = {
     ),
     errors.ConflictError: ProblemKind(409, "conflict", "Conflict"),
     errors.IdempotencyConflictError: ProblemKind(409, "idempotency-conflict", "Idempotency key reused"),
-    errors.IdempotencyInProgressError: ProblemKind(
-        409, "idempotency-in-progress", "Request still in progress"
+    errors.JobNotFoundError: ProblemKind(404, "job-not-found", "Job not found"),
+    errors.JobQueueUnavailableError: ProblemKind(
+        503, "job-queue-unavailable", "Job queue unavailable", "the job queue is unavailable; retry shortly"
     ),
+    errors.JobCanceledError: ProblemKind(409, "job-canceled", "Job canceled"),
+    errors.JobTimeoutError: ProblemKind(503, "job-still-running", "The job has not finished yet"),
     errors.ConfigurationError: ProblemKind(
         500, "configuration-error", "Server misconfigured", "the server is misconfigured"
     ),
@@ -116,8 +120,15 @@ class Problem(BaseModel):
 
 
 def kind_of(exc: BaseException) -> ProblemKind:
-    """The table row of the nearest class in the exception's MRO."""
-    for cls in type(exc).__mro__:
+    """The table row of the nearest class in the exception's MRO; a failed job's, of its error."""
+    if isinstance(exc, errors.JobFailedError):
+        return kind_of_class(errors.exception_class_named(exc.kind))
+    return kind_of_class(type(exc))
+
+
+def kind_of_class(exc_type: type[BaseException]) -> ProblemKind:
+    """The table row of the nearest class in this exception class's MRO."""
+    for cls in exc_type.__mro__:
         if cls in PROBLEMS:
             return PROBLEMS[cls]
     return INTERNAL
@@ -169,6 +180,19 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return found
 
 
+def job_problem(error: JobError, *, instance: str) -> dict[str, Any]:
+    """The problem document of a failed job's error, as the request that waited for it was answered."""
+    kind = kind_of_class(errors.exception_class_named(error.kind))
+    problem: dict[str, Any] = {
+        "type": TYPE_BASE + kind.slug,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": kind.public_detail or error.detail,
+        "instance": instance,
+    }
+    return problem
+
+
 def exception_to_response(exc: BaseException, *, instance: str) -> Response:
     """Turn any exception into its problem response; unknown ones are logged with their trace."""
     if isinstance(exc, RequestValidationError):
@@ -212,7 +236,7 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
         headers["Retry-After"] = str(math.ceil(retry_after))
     if isinstance(exc, errors.AuthenticationRequiredError):
         headers["WWW-Authenticate"] = 'Bearer realm="pixyproxy"'
-    detail = kind.public_detail or str(exc)
+    detail = kind.public_detail or (exc.detail if isinstance(exc, errors.JobFailedError) else str(exc))
     return problem_response(kind.status, kind.slug, kind.title, detail, instance=instance, headers=headers)
 
 
@@ -247,8 +271,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 PROBLEM_DESCRIPTIONS = {
     401: "Missing or wrong API key",
-    404: "No such image",
-    409: "Idempotency key reused with another body, or still in progress",
+    404: "No such image or job",
+    409: "Idempotency key reused with another body, or the job was canceled",
     413: "Request body too large",
     415: "Body is not JSON",
     422: "Invalid request, or prompt refused by the generator's content policy",

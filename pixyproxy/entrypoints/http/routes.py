@@ -11,9 +11,10 @@ from urllib.parse import urlencode
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pixyproxy.app.jobs import JobService, JobView
 from pixyproxy.app.requests import (
     DEFAULT_PAGE_LIMIT,
     GUID_PATTERN,
@@ -26,6 +27,7 @@ from pixyproxy.domain.exceptions import InvalidRequestError
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
 from pixyproxy.entrypoints.http.injection import AsyncProvide
+from pixyproxy.entrypoints.http.jobs_routes import JobOut, poll_headers
 from pixyproxy.entrypoints.http.problems import problem_responses
 
 router = APIRouter(tags=["images"])
@@ -33,6 +35,24 @@ router = APIRouter(tags=["images"])
 IMMUTABLE = "public, max-age=31536000, immutable"
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The image's GUID.")]
 Service = Annotated[ImageService, Depends(AsyncProvide[Container.image_service])]
+Jobs = Annotated[JobService, Depends(AsyncProvide[Container.job_service])]
+MAX_PREFER_WAIT_S = 60
+
+
+def parse_prefer(header: str | None) -> tuple[bool, int | None]:
+    """(respond-async asked, wait=N asked) from an RFC 7240 Prefer header; other preferences are ignored."""
+    respond_async, wait = False, None
+    for preference in (header or "").split(","):
+        name, _, value = preference.split(";")[0].strip().partition("=")
+        name = name.strip().lower()
+        if name == "respond-async":
+            respond_async = True
+        elif name == "wait":
+            seconds = value.strip().strip('"')
+            if not seconds.isdigit() or not 1 <= int(seconds) <= MAX_PREFER_WAIT_S:
+                raise InvalidRequestError(f"wait must be 1 to {MAX_PREFER_WAIT_S} seconds", field="Prefer")
+            wait = int(seconds)
+    return respond_async, wait
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -78,6 +98,22 @@ async def require_json_body(request: Request) -> None:
             "description": "Created; Location names the new image",
             "headers": {"Location": {"schema": {"type": "string"}}},
         },
+        202: {
+            "model": JobOut,
+            "description": (
+                "Accepted as a job (Prefer: respond-async, or a Prefer: wait=N that ran out); "
+                "Location names the job, Retry-After says when to look"
+            ),
+            "headers": {
+                "Location": {"schema": {"type": "string"}},
+                "Preference-Applied": {"schema": {"type": "string"}},
+                "Retry-After": {"schema": {"type": "integer"}},
+            },
+        },
+        200: {
+            "model": JobOut,
+            "description": "An idempotent replay of an async request whose job has finished",
+        },
         **problem_responses(401, 409, 413, 415, 422, 500, 502, 503),
     },
     dependencies=[Depends(require_json_body)],
@@ -86,7 +122,7 @@ async def require_json_body(request: Request) -> None:
 async def generate_image(
     body: GenerateImageRequest,
     response: Response,
-    service: Service,
+    jobs: Jobs,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -95,11 +131,43 @@ async def generate_image(
             description="A retry with the same key and body returns the first result and generates nothing.",
         ),
     ] = None,
-) -> ImageDetail:
-    """Generate an image, store it, and return its detail."""
-    detail = await service.generate(body, idempotency_key=idempotency_key)
-    response.headers["Location"] = f"/image/{detail.guid}"
-    return detail
+    prefer: Annotated[
+        str | None,
+        Header(
+            alias="Prefer",
+            description=(
+                "`respond-async`: answer 202 with the job at once. `wait=N` (1 to 60): the image if it "
+                "is ready within N seconds, else 202 with the job. Without it: wait for the image."
+            ),
+        ),
+    ] = None,
+) -> Any:
+    """Generate an image, store it, and return its detail; or accept it as a job and return the job."""
+    respond_async, wait_s = parse_prefer(prefer)
+    if not respond_async and wait_s is None:
+        detail = await jobs.generate_now(body, idempotency_key=idempotency_key)
+        response.headers["Location"] = f"/image/{detail.guid}"
+        return detail
+    job, created = await jobs.submit(body, idempotency_key=idempotency_key)
+    if wait_s is not None and not respond_async:
+        job = await jobs.wait(job.id, timeout_s=wait_s)
+        if job.status.finished:
+            detail = await jobs.outcome(job)
+            response.headers["Location"] = f"/image/{detail.guid}"
+            response.headers["Preference-Applied"] = f"wait={wait_s}"
+            return detail
+    view = await jobs.get(job.id)
+    status = 200 if not created and view.job.status.finished else 202
+    headers = {
+        "Location": f"/jobs/{job.id}",
+        "Preference-Applied": "respond-async" if respond_async else f"wait={wait_s}",
+        **poll_headers(view),
+    }
+    return _job_response(view, status=status, headers=headers)
+
+
+def _job_response(view: JobView, *, status: int, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse(JobOut.of(view).model_dump(mode="json"), status_code=status, headers=headers)
 
 
 @router.get(

@@ -1,0 +1,452 @@
+"""Generation jobs: accept, run, wait, cancel and sweep. They know only ports and the image use-cases.
+
+The job row is the source of truth and every transition is a conditional update in the
+repository; a queue message only wakes a worker up, so a redelivered or duplicated message is
+harmless and a lost one is found again by the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
+
+from pixyproxy.app.requests import (
+    DEFAULT_PAGE_LIMIT,
+    GenerateImageRequest,
+    decode_cursor,
+    encode_cursor,
+    parse_generate_request,
+    parse_guid,
+    parse_idempotency_key,
+    parse_limit,
+)
+from pixyproxy.app.service import ImageService
+from pixyproxy.domain.exceptions import (
+    DuplicateImageError,
+    IdempotencyConflictError,
+    ImageGenerationException,
+    ImageNotFoundError,
+    JobCanceledError,
+    JobFailedError,
+    JobNotFoundError,
+    JobQueueUnavailableError,
+    JobTimeoutError,
+    RepositoryUnavailableError,
+)
+from pixyproxy.domain.models import ImageDetail, Job, JobError, JobStatus, NewJob, PageKey, utc_now
+from pixyproxy.ports import JobEvents, JobQueue, JobRepository
+
+log = logging.getLogger(__name__)
+
+ABANDONED = JobError(
+    kind="GeneratorUnavailableError",
+    detail="the job's workers stopped before finishing it as many times as it may be attempted",
+)
+UNEXPECTED = JobError(kind="ImageGenerationException", detail="an unexpected error occurred")
+# Pauses between tries of recording a job's outcome; None: give up (the lease expires, the job is
+# taken again and finds its image).
+FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, None)
+
+
+class NoJobEvents:
+    """JobEvents that nobody listens to."""
+
+    async def started(self, job: Job) -> None:
+        """Nothing."""
+
+    async def finished(self, job: Job) -> None:
+        """Nothing."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job with its image's detail once it has one."""
+
+    job: Job
+    image: ImageDetail | None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a newest-first job listing and the cursor of the next page, if there is one."""
+
+    items: list[JobView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """How long jobs lease, retry, wait and are kept."""
+
+    lease: timedelta = timedelta(seconds=30)
+    max_attempts: int = 3
+    retention: timedelta = timedelta(days=7)
+    idempotency_retention: timedelta = timedelta(hours=24)
+    sync_wait_s: float = 600.0
+    cancel_check_s: float = 1.0
+
+
+class JobService:
+    """The job use-cases, over the job repository, the job queue and the image use-cases."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobRepository,
+        queue: JobQueue,
+        images: ImageService,
+        timing: JobTiming | None = None,
+        events: JobEvents | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], UUID] = uuid4,
+    ) -> None:
+        self._jobs = jobs
+        self._queue = queue
+        self._images = images
+        self._timing = timing or JobTiming()
+        self._events = events or NoJobEvents()
+        self._clock = clock
+        self._new_id = new_id
+
+    # Accepting --------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: GenerateImageRequest | object,
+        *,
+        idempotency_key: str | None = None,
+        publish: bool = True,
+        run_here: bool = False,
+    ) -> tuple[Job, bool]:
+        """Record a queued job and publish it; (the job, True). With an idempotency key already used
+        with the same body: (that job, False); with another body: IdempotencyConflictError.
+
+        A broker that cannot be reached does not refuse the job: it stays queued, unpublished, and
+        the sweep publishes it once the broker is back. `run_here`: the caller runs the job itself
+        (no broker), so it is never published, by this call or by the sweep.
+        """
+        validated = parse_generate_request(request)
+        key = parse_idempotency_key(idempotency_key) if idempotency_key is not None else None
+        request_hash = hashlib.sha256(validated.model_dump_json().encode()).hexdigest() if key else None
+        if key is not None:
+            await self._jobs.forget_idempotency_keys(
+                older_than=self._clock() - self._timing.idempotency_retention
+            )
+        for _ in range(3):
+            new_job = NewJob(
+                id=self._new_id(),
+                prompt=validated.prompt,
+                size=validated.size,
+                created_at=self._clock(),
+                idempotency_key=key,
+                request_hash=request_hash,
+                published=run_here,
+            )
+            job, created = await self._jobs.add(new_job)
+            if created:
+                if publish and not run_here:
+                    await self._publish(job.id)
+                return job, True
+            if job.request_hash != request_hash:
+                raise IdempotencyConflictError(key or "")
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+                return job, False
+            # A retry of a request that failed may try again: free the key and add anew.
+            await self._jobs.release_idempotency_key(job.id)
+        raise IdempotencyConflictError(key or "")
+
+    async def generate_now(
+        self, request: GenerateImageRequest | object, *, idempotency_key: str | None = None
+    ) -> ImageDetail:
+        """Generate as a job and wait for it: the image's detail, or the job's error raised again."""
+        inline = self._queue.in_process
+        job, _ = await self.submit(request, idempotency_key=idempotency_key, run_here=inline)
+        if inline and job.status == JobStatus.QUEUED:
+            # No broker: run it here, in this request, exactly as a worker would.
+            try:
+                await self.run_job(job.id)
+            except BaseException:
+                # This request answers with the error (503, say); its job must not then run in the
+                # background and make an image the client was told was not made.
+                await asyncio.shield(self._cancel_quietly(job.id))
+                raise
+        return await self.outcome(await self.wait(job.id, timeout_s=self._timing.sync_wait_s))
+
+    async def wait(self, job_id: UUID, *, timeout_s: float) -> Job:
+        """The job once finished, or as it stands after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            job = await self._jobs.get(job_id)
+            remaining = deadline - time.monotonic()
+            if job.status.finished or remaining <= 0:
+                return job
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+
+    async def outcome(self, job: Job) -> ImageDetail:
+        """The image of a succeeded job; a failed or canceled one raises, an unfinished one times out."""
+        if job.status == JobStatus.SUCCEEDED and job.image_guid is not None:
+            return await self._images.get_detail(job.image_guid)
+        if job.status == JobStatus.FAILED and job.error is not None:
+            raise JobFailedError(
+                job.id, kind=job.error.kind, detail=job.error.detail, retry_after_s=job.error.retry_after_s
+            )
+        if job.status == JobStatus.CANCELED:
+            raise JobCanceledError(job.id)
+        raise JobTimeoutError(job.id)
+
+    # Reading and canceling --------------------------------------------------------------------
+
+    async def get(self, job_id: str | UUID) -> JobView:
+        """One job with its image. Raises JobNotFoundError."""
+        return await self._view(await self._jobs.get(_parse_job_id(job_id)))
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, limit: int = DEFAULT_PAGE_LIMIT, cursor: str | None = None
+    ) -> JobPage:
+        """A page of jobs, newest first, of one status if asked, and the cursor of the next page."""
+        after = decode_cursor(cursor) if cursor else None
+        jobs = await self._jobs.list_page(limit=parse_limit(limit) + 1, after=after, status=status)
+        page, more = jobs[:limit], len(jobs) > limit
+        next_cursor = (
+            encode_cursor(PageKey(created_at=page[-1].created_at, guid=page[-1].id)) if more else None
+        )
+        return JobPage(items=[await self._view(job) for job in page], next_cursor=next_cursor)
+
+    async def cancel(self, job_id: str | UUID) -> JobView:
+        """Cancel a job: a queued one at once, a running one when its worker next checks (a second
+        or so). A finished job is unchanged; canceling twice is harmless."""
+        job_id = _parse_job_id(job_id)
+        before = await self._jobs.get(job_id)
+        after = await self._jobs.cancel(job_id, now=self._clock())
+        if before.status == JobStatus.QUEUED and after.status == JobStatus.CANCELED:
+            await self._tell("finished", after)
+        return await self._view(after)
+
+    async def _view(self, job: Job) -> JobView:
+        image = None
+        if job.image_guid is not None:
+            with contextlib.suppress(ImageNotFoundError):
+                image = await self._images.get_detail(job.image_guid)
+        return JobView(job=job, image=image)
+
+    async def _cancel_quietly(self, job_id: UUID) -> None:
+        try:
+            await self._jobs.cancel(job_id, now=self._clock())
+        except ImageGenerationException:
+            log.warning("could not cancel job %s whose request was cancelled", job_id)
+
+    # Running ----------------------------------------------------------------------------------
+
+    async def run_job(self, job_id: UUID) -> None:
+        """Claim the job and do it: the worker's use-case, once per message.
+
+        A job another worker holds (live lease) or that is finished is left alone: the message was a
+        duplicate. A job whose workers died as often as it may be attempted is marked failed.
+        """
+        now = self._clock()
+        job = await self._jobs.claim(
+            job_id, now=now, lease_until=now + self._timing.lease, max_attempts=self._timing.max_attempts
+        )
+        if job is None:
+            await self._settle_unclaimable(job_id, now)
+            return
+        await self._tell("started", job)
+        await self._execute(job)
+
+    async def _settle_unclaimable(self, job_id: UUID, now: datetime) -> None:
+        try:
+            job = await self._jobs.get(job_id)
+        except JobNotFoundError:
+            log.warning("a message named job %s, which does not exist (purged?)", job_id)
+            return
+        lease_over = job.lease_until is not None and job.lease_until < now
+        if job.status == JobStatus.RUNNING and lease_over and job.attempts >= self._timing.max_attempts:
+            log.warning("job %s abandoned after %d attempts", job_id, job.attempts)
+            if await self._jobs.finish(
+                job_id, attempt=job.attempts, status=JobStatus.FAILED, now=now, error=ABANDONED
+            ):
+                abandoned = {"status": JobStatus.FAILED, "finished_at": now, "error": ABANDONED}
+                await self._tell("finished", job.model_copy(update=abandoned))
+
+    async def _execute(self, job: Job) -> None:
+        if job.cancel_requested:
+            # Canceled while an earlier attempt ran, which then died: it ends canceled, not run again.
+            await self._finish(job, JobStatus.CANCELED)
+            return
+        if job.attempts > 1 and await self._image_exists(job.id):
+            # An earlier attempt made the image and died before it could say so.
+            log.info("job %s: attempt %d found the image an earlier attempt made", job.id, job.attempts)
+            await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
+            return
+        request = GenerateImageRequest(prompt=job.prompt, size=job.size)  # checked at accept
+        # The image's GUID is the job's id: whichever attempt inserts it first, there is one image.
+        work = asyncio.ensure_future(self._images.generate(request, guid=job.id, attempt=job.attempts))
+        stop_reason: list[str] = []
+        keeper = asyncio.ensure_future(self._keep_lease(job, work, stop_reason))
+        try:
+            detail = await work
+        except asyncio.CancelledError:
+            if not stop_reason or _cancelling():
+                # This process is stopping: hand the job back (lease expired) for another worker now.
+                await asyncio.shield(self._release(job))
+                raise
+            if stop_reason[0] == "canceled":
+                await self._finish(job, JobStatus.CANCELED)
+                log.info("job %s canceled while running; nothing stored", job.id)
+            return
+        except DuplicateImageError as exc:
+            if await self._image_exists(job.id):
+                # Another attempt (ours lost its lease while it worked) made the job's image first.
+                await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
+            else:
+                await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
+            return
+        except ImageGenerationException as exc:
+            await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
+            return
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.id)
+            await self._finish(job, JobStatus.FAILED, error=UNEXPECTED)
+            return
+        finally:
+            keeper.cancel()
+        await self._finish(job, JobStatus.SUCCEEDED, image_guid=detail.guid)
+
+    async def _image_exists(self, guid: UUID) -> bool:
+        try:
+            await self._images.get_detail(guid)
+        except ImageNotFoundError:
+            return False
+        return True
+
+    async def _finish(
+        self, job: Job, status: JobStatus, *, image_guid: UUID | None = None, error: JobError | None = None
+    ) -> bool:
+        """Record the outcome if this attempt still holds the job. A database blip is retried: the
+        outcome (an image made, above all) must not be lost for a dropped connection."""
+        now = self._clock()
+        for delay in FINISH_RETRY_DELAYS_S:
+            try:
+                finished = await self._jobs.finish(
+                    job.id, attempt=job.attempts, status=status, now=now, image_guid=image_guid, error=error
+                )
+                break
+            except RepositoryUnavailableError as err:
+                if delay is None:
+                    raise
+                log.warning("job %s: could not record %s yet (%s); retrying", job.id, status, err.reason)
+                await asyncio.sleep(delay)
+        if finished:
+            done = {"status": status, "finished_at": now, "image_guid": image_guid, "error": error}
+            await self._tell("finished", job.model_copy(update=done))
+            return True
+        current = await self._jobs.get(job.id)
+        if current.status == status and current.image_guid == image_guid:
+            return True  # a retry of a finish that had committed: it is done
+        # Another attempt holds the job now (our lease ran out): it will find the same image.
+        log.warning("job %s: attempt %d no longer holds it (%s)", job.id, job.attempts, current.status)
+        return False
+
+    async def _tell(self, event: str, job: Job) -> None:
+        try:
+            await (self._events.started(job) if event == "started" else self._events.finished(job))
+        except Exception:
+            # Listeners must not raise; if one does, the job's outcome still stands.
+            log.exception("a listener failed on job %s %s", job.id, event)
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self._jobs.renew(
+                job.id, attempt=job.attempts, lease_until=self._clock() - timedelta(microseconds=1)
+            )
+        except ImageGenerationException:
+            log.warning("could not hand job %s back; it is retried when its lease expires", job.id)
+
+    async def _keep_lease(self, job: Job, work: asyncio.Future[ImageDetail], stop_reason: list[str]) -> None:
+        """Renew the lease while the work runs, and stop the work if the job is canceled or lost."""
+        renew_every = self._timing.lease.total_seconds() / 3
+        last_renewal = time.monotonic()
+        while not work.done():
+            await asyncio.sleep(self._timing.cancel_check_s)
+            try:
+                if time.monotonic() - last_renewal >= renew_every:
+                    current = await self._jobs.renew(
+                        job.id, attempt=job.attempts, lease_until=self._clock() + self._timing.lease
+                    )
+                    last_renewal = time.monotonic()
+                else:
+                    current = await self._jobs.get(job.id)
+                    if current.attempts != job.attempts or current.status != JobStatus.RUNNING:
+                        current = None
+            except ImageGenerationException as exc:
+                log.warning("job %s: could not check its lease (%s); trying again", job.id, exc)
+                continue
+            if current is None:
+                stop_reason.append("lost")
+            elif current.cancel_requested:
+                stop_reason.append("canceled")
+            else:
+                continue
+            # Cancelling the work closes the upstream call's connection; nothing gets stored.
+            work.cancel()
+            return
+
+    # Sweeping ---------------------------------------------------------------------------------
+
+    async def publish_stale(self, *, limit: int = 500) -> int:
+        """Publish jobs that need a message (never published; or running on a dead worker); how many."""
+        published = 0
+        for job_id in await self._jobs.list_stale(now=self._clock(), limit=limit):
+            if not await self._publish(job_id):
+                break
+            published += 1
+        return published
+
+    async def recover(self, *, limit: int = 100_000) -> int:
+        """Publish every unfinished job again: an in-process queue lost its messages with the process."""
+        unfinished = await self._jobs.list_unfinished(limit=limit)
+        for job_id in unfinished:
+            await self._publish(job_id)
+        if unfinished:
+            log.info("picked up %d unfinished jobs", len(unfinished))
+        return len(unfinished)
+
+    async def purge(self) -> int:
+        """Delete finished jobs older than the retention; how many."""
+        return await self._jobs.purge_finished(older_than=self._clock() - self._timing.retention)
+
+    async def _publish(self, job_id: UUID) -> bool:
+        try:
+            await self._queue.publish(job_id)
+        except JobQueueUnavailableError as err:
+            log.warning("job %s stays queued until the broker is back: %s", job_id, err.reason)
+            return False
+        await self._jobs.mark_published(job_id)
+        return True
+
+
+def _error_of(exc: ImageGenerationException) -> JobError:
+    return JobError(
+        kind=type(exc).__name__, detail=str(exc), retry_after_s=getattr(exc, "retry_after_s", None)
+    )
+
+
+def _parse_job_id(value: str | UUID) -> UUID:
+    try:
+        return parse_guid(value)
+    except ImageGenerationException:
+        raise JobNotFoundError(value) from None
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,137 @@
+"""The job endpoints: follow, list and cancel generation jobs; the Job document they answer with.
+
+No `from __future__ import annotations` here: dependency-injector reads the real annotations.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from pixyproxy.app.jobs import JobService, JobView
+from pixyproxy.app.requests import DEFAULT_PAGE_LIMIT, GUID_PATTERN, MAX_PAGE_LIMIT
+from pixyproxy.domain.models import ImageDetail, JobStatus
+from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.injection import AsyncProvide
+from pixyproxy.entrypoints.http.problems import job_problem, problem_responses
+
+router = APIRouter(tags=["jobs"])
+
+Jobs = Annotated[JobService, Depends(AsyncProvide[Container.job_service])]
+JobIdPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The job's id.")]
+# How soon a client should look again at a job that has not finished.
+POLL_AFTER_S = "1"
+
+
+class JobOut(BaseModel):
+    """A generation job, as clients see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    status: JobStatus = Field(description="queued, running, succeeded, failed or canceled")
+    prompt: str
+    size: str | None
+    created_at: datetime
+    started_at: datetime | None = Field(description="When a worker first took the job")
+    finished_at: datetime | None
+    attempts: int = Field(description="How many times a worker has taken the job")
+    image: ImageDetail | None = Field(description="The image, once the job has succeeded")
+    error: dict[str, Any] | None = Field(description="The problem document, once the job has failed")
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+
+    @classmethod
+    def of(cls, view: JobView) -> "JobOut":
+        """The document of a job."""
+        job = view.job
+        error = job_problem(job.error, instance=f"/jobs/{job.id}") if job.error is not None else None
+        return cls(
+            id=job.id,
+            status=job.status,
+            prompt=job.prompt,
+            size=job.size,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            attempts=job.attempts,
+            image=view.image,
+            error=error,
+        )
+
+
+def poll_headers(view: JobView) -> dict[str, str]:
+    """Retry-After while the job has not finished: when to look again."""
+    return {} if view.job.status.finished else {"Retry-After": POLL_AFTER_S}
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="Follow a generation job",
+    responses={
+        200: {"description": "The job; Retry-After while it has not finished"},
+        **problem_responses(401, 404, 422, 500, 503),
+    },
+)
+@inject
+async def get_job(job_id: JobIdPath, response: Response, jobs: Jobs) -> JobOut:
+    """One job, with its image once it has succeeded."""
+    view = await jobs.get(job_id)
+    response.headers.update(poll_headers(view))
+    return JobOut.of(view)
+
+
+@router.get(
+    "/jobs",
+    response_model=list[JobOut],
+    summary="List jobs, newest first",
+    responses={
+        200: {
+            "description": "A page of jobs; Link rel=next names the next page",
+            "headers": {"Link": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(401, 422, 500, 503),
+    },
+)
+@inject
+async def list_jobs(
+    request: Request,
+    response: Response,
+    jobs: Jobs,
+    status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200, description="Opaque; from a Link header.")] = None,
+) -> list[JobOut]:
+    """A page of jobs; the next page is announced in a Link header."""
+    page = await jobs.list_jobs(status=status, limit=limit, cursor=cursor)
+    if page.next_cursor is not None:
+        query = {"limit": limit, "cursor": page.next_cursor, **({"status": status.value} if status else {})}
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return [JobOut.of(view) for view in page.items]
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a generation job",
+    responses={
+        200: {
+            "description": (
+                "The job: canceled at once if it was queued; a running one answers running and is "
+                "canceled within a few seconds; a finished one is unchanged"
+            )
+        },
+        **problem_responses(401, 404, 422, 500, 503),
+    },
+)
+@inject
+async def cancel_job(job_id: JobIdPath, response: Response, jobs: Jobs) -> JobOut:
+    """Cancel a job; harmless when repeated or when the job has finished."""
+    view = await jobs.cancel(job_id)
+    response.headers.update(poll_headers(view))
+    return JobOut.of(view)
