@@ -9,12 +9,36 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.servers import REPO_ROOT
 
 MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Request:
+    """What every request of a steady load sends: a bare GET unless told otherwise.
+
+    A body goes as `content-type: application/json` unless `headers` names another type.
+    """
+
+    method: str = "GET"
+    body: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def wire_headers(self) -> dict[str, str]:
+        """The headers as sent: a body's JSON content type added when none is given."""
+        headers = dict(self.headers)
+        if self.body is not None and not any(name.lower() == "content-type" for name in headers):
+            headers["content-type"] = "application/json"
+        return headers
+
+
+GET = Request()
 
 # wrk's done() hook prints one JSON line, so nothing is scraped from its human-readable report.
 _WRK_REPORT = """
@@ -27,6 +51,26 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def _lua_string(text: str) -> str:
+    """`text` as a Lua string literal: quotes, backslashes and bytes outside printable ASCII as `\\ddd`."""
+    escaped = (chr(b) if 32 <= b < 127 and chr(b) not in '"\\' else f"\\{b:03d}" for b in text.encode())
+    return '"' + "".join(escaped) + '"'
+
+
+def _wrk_script(request: Request) -> str:
+    """The wrk script: the request to send (unless a bare GET), then the JSON report."""
+    if request == GET:
+        return _WRK_REPORT
+    lines = [f"wrk.method = {_lua_string(request.method)}"]
+    if request.body is not None:
+        lines.append(f"wrk.body = {_lua_string(request.body)}")
+    lines.extend(
+        f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}"
+        for name, value in request.wire_headers().items()
+    )
+    return "\n".join(lines) + "\n" + _WRK_REPORT
 
 
 def load_tool() -> str:
@@ -59,8 +103,10 @@ def _wrk(url: str, *, concurrency: int, seconds: int, script: Path) -> dict[str,
     return _last_json_line(_run(command, timeout_s=seconds + 60))
 
 
-def steady(url: str, *, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    """GET `url` with `concurrency` connections: warm up, then measure for `duration_s`."""
+def steady(
+    url: str, *, concurrency: int, duration_s: float, warmup_s: float, request: Request = GET
+) -> dict[str, Any]:
+    """Send `request` to `url` over `concurrency` connections: warm up, then measure for `duration_s`."""
     tool = load_tool()
     if tool == "httpx":
         command = [
@@ -71,10 +117,14 @@ def steady(url: str, *, concurrency: int, duration_s: float, warmup_s: float) ->
             f"--concurrency={concurrency}",
             f"--duration={duration_s}",
             f"--warmup={warmup_s}",
+            f"--method={request.method}",
         ]
+        if request.body is not None:
+            command.append(f"--body={request.body}")
+        command.extend(f"--header={name}: {value}" for name, value in request.wire_headers().items())
         return _last_json_line(_run(command, timeout_s=duration_s + warmup_s + 120))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(_WRK_REPORT)
+        handle.write(_wrk_script(request))
     script = Path(handle.name)
     try:
         if warmup_s > 0:
@@ -88,6 +138,7 @@ def steady(url: str, *, concurrency: int, duration_s: float, warmup_s: float) ->
         "tool": "wrk",
         "mode": "steady",
         "url": url,
+        "method": request.method,
         "concurrency": concurrency,
         "duration_s": seconds,
         "requests": raw["requests"],

@@ -113,6 +113,7 @@ async def steady(
         "tool": "httpx",
         "mode": "steady",
         "url": url,
+        "method": method,
         "concurrency": concurrency,
         "duration_s": duration_s,
         "requests": count,

@@ -7,12 +7,14 @@ writes bench/results.json. Figures are printed, never asserted: this is not a te
 
 Environment: BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_ROUNDS (3), BENCH_CONCURRENCY (32),
 BENCH_LOADGEN=httpx (force the Python load generator), BENCH_PROFILE=0 (no py-spy on a miss),
-BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306/pixyproxy_bench; the database is created and dropped).
+BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306/pixyproxy_bench; the databases are created and dropped),
+BENCH_AMQP_URL (amqp://guest:guest@127.0.0.1:5672/; the job figures' queues are created and deleted).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -23,19 +25,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench import drive, mariadb, seed
+from bench import drive, mariadb, rabbitmq, seed
 from bench.profile import py_spy, start_recording, summarise
-from bench.servers import BASELINE_APP, PIXYPROXY_APP, REPO_ROOT, Server, running
+from bench.servers import BASELINE_APP, PIXYPROXY_APP, REPO_ROOT, Server, peak_rss_bytes, running
 from pixyproxy.adapters.mysql.connection import parse_mysql_url
+from pixyproxy.adapters.mysql.init import init_schema
 from pixyproxy.domain.models import NewImage
-from tests.support.fake_openai import running_fake_openai
+from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.server import start_worker
+from tests.support.stack import openai_env
 
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
 MIB = 1024 * 1024
@@ -52,6 +59,7 @@ class Settings:
     latency_concurrency: int = 4
     profile: bool = os.environ.get("BENCH_PROFILE", "1") != "0"
     mysql_url: str = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/pixyproxy_bench")
+    amqp_url: str = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 @dataclass
@@ -88,8 +96,8 @@ class Comparison:
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:
-    """The settings without the MySQL URL, which may carry a password."""
-    return {k: v for k, v in asdict(settings).items() if k != "mysql_url"}
+    """The settings without the MySQL and AMQP URLs, which may carry a password."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("mysql_url", "amqp_url")}
 
 
 def log(message: str) -> None:
@@ -97,13 +105,16 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def steady(url: str, settings: Settings, *, concurrency: int | None = None) -> dict[str, Any]:
-    """One warmed-up, fixed-duration measurement of `url`."""
+def steady(
+    url: str, settings: Settings, *, concurrency: int | None = None, request: drive.Request = drive.GET
+) -> dict[str, Any]:
+    """One warmed-up, fixed-duration measurement of `url` (GET unless `request` says otherwise)."""
     return drive.steady(
         url,
         concurrency=concurrency or settings.concurrency,
         duration_s=settings.duration_s,
         warmup_s=settings.warmup_s,
+        request=request,
     )
 
 
@@ -125,15 +136,17 @@ def profile_miss(
     figure.details["baseline_profile"] = profile_during(baseline, baseline.base_url + path, settings, workdir)
 
 
-def profile_during(server: Server, url: str, settings: Settings, workdir: Path) -> dict[str, Any] | None:
+def profile_during(
+    server: Server, url: str, settings: Settings, workdir: Path, *, request: drive.Request = drive.GET
+) -> dict[str, Any] | None:
     """Measure `url` once more with py-spy sampling the server; the hottest frames, or None."""
     if not settings.profile or py_spy() is None:
         return None
-    out = workdir / f"profile-{server.name}-{int(time.time())}.txt"
+    out = workdir / f"profile-{server.name}-{request.method.lower()}-{int(time.time())}.txt"
     recorder = start_recording(server.pid, seconds=settings.warmup_s + settings.duration_s, out=out)
     if recorder is None:
         return None
-    steady(url, settings)
+    steady(url, settings, request=request)
     _, stderr = recorder.communicate(timeout=120)
     if recorder.returncode != 0 or not out.exists():
         log(f"py-spy failed: {stderr.decode(errors='replace').strip()}")
@@ -419,7 +432,15 @@ def _measure_mysql(
     return figures, rss
 
 
-def latency_figure(key: str, title: str, comparison: Comparison, *, target: float) -> Figure:
+def latency_figure(
+    key: str,
+    title: str,
+    comparison: Comparison,
+    *,
+    target: float,
+    subject_label: str = "1M",
+    baseline_label: str = "1k",
+) -> Figure:
     """subject / baseline of p50 latency (lower is better), against a maximum ratio."""
     subject = comparison.median("subject", "p50_ms")
     baseline = comparison.median("baseline", "p50_ms")
@@ -428,8 +449,8 @@ def latency_figure(key: str, title: str, comparison: Comparison, *, target: floa
     return Figure(
         key=key,
         title=title,
-        measured=f"{subject:.2f} ms p50 (1M)",
-        baseline=f"{baseline:.2f} ms p50 (1k)",
+        measured=f"{subject:.2f} ms p50 ({subject_label})",
+        baseline=f"{baseline:.2f} ms p50 ({baseline_label})",
         ratio=ratio,
         target=f"<= {target}",
         verdict="PASS" if ratio <= target and clean else "MISS",
@@ -546,6 +567,303 @@ def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
     )
 
 
+# --- figure 6: accepting a job, against a read on the same server ------------------------------------------
+
+ACCEPT = drive.Request(
+    method="POST",
+    body=json.dumps({"prompt": "a lighthouse at dusk, accepted for the bench"}),
+    headers={"prefer": "respond-async"},
+)
+
+
+def rabbitmq_env(settings: Settings, queue: str) -> dict[str, str]:
+    """Jobs published to `queue` on the bench's broker: `serve` then only accepts, workers run them."""
+    return {
+        "PIXYPROXY_JOB_QUEUE": "rabbitmq",
+        "PIXYPROXY_AMQP_URL": settings.amqp_url,
+        "PIXYPROXY_AMQP_QUEUE": queue,
+    }
+
+
+def check_accepts(server: Server) -> None:
+    """One async POST must answer 202 with a queued job at its Location, or the figure prices nothing."""
+    with httpx.Client(timeout=30) as client:
+        response = client.request(
+            ACCEPT.method, server.base_url + "/image", content=ACCEPT.body, headers=ACCEPT.wire_headers()
+        )
+    job = response.json() if response.status_code == 202 else {}
+    if job.get("status") != "queued" or response.headers.get("location") != f"/jobs/{job.get('id')}":
+        raise RuntimeError(f"{server.name} did not accept a job: {response.status_code} {response.text}")
+
+
+def count_with_status(client: httpx.Client, status: str) -> int:
+    """How many jobs the server lists with `status` (up to 1,000)."""
+    response = client.get("/jobs", params={"status": status, "limit": 1000})
+    response.raise_for_status()
+    return len(response.json())
+
+
+def accept_latency_figure(settings: Settings, workdir: Path) -> tuple[Figure, int | None]:
+    """Figure 6: p50 of POST /image with `Prefer: respond-async` against p50 of GET /image/{guid}.
+
+    One server on the embedded default (SQLite + local disk) with PIXYPROXY_JOB_QUEUE=rabbitmq and a
+    throwaway queue, as an API node runs: it records each job, publishes its id and answers 202, and
+    runs none of them, so the thousands of jobs a measurement accepts never compete with it for the CPU.
+    The queue (and every job on it) is deleted afterwards.
+    """
+    key, title, target = "6-accept", "POST /image respond-async p50, vs GET /image/{guid}", 2.0
+    why = rabbitmq.reachable(settings.amqp_url)
+    if why is not None:
+        return Figure(key, title, f"n/a (RabbitMQ unreachable: {why})", "", None, f"<= {target}", "n/a"), None
+    # A data directory of its own: a server on the memory queue would run every job left queued in it.
+    data_dir = workdir / "data-accept"
+    data = seed.png_looking_blob()
+    detail, _ = asyncio.run(
+        seed.seed_sqlite_image(data_dir, seed.new_image(data, prompt="bench: accept latency"), data)
+    )
+    queue = rabbitmq.new_queue_name("accept")
+    env = pixyproxy_env(data_dir, **rabbitmq_env(settings, queue))
+    try:
+        with running("pixyproxy-accept", PIXYPROXY_APP, env=env, log_dir=workdir) as pixy:
+            check_accepts(pixy)
+            post_url, get_url = pixy.base_url + "/image", f"{pixy.base_url}/image/{detail.guid}"
+            log("figure 6: POST /image with Prefer: respond-async vs GET /image/{guid}, one server")
+            runs = Comparison(subject=[], baseline=[])
+            for _ in range(settings.rounds):
+                runs.baseline.append(steady(get_url, settings, concurrency=settings.latency_concurrency))
+                runs.subject.append(
+                    steady(post_url, settings, concurrency=settings.latency_concurrency, request=ACCEPT)
+                )
+            figure = latency_figure(
+                key, title, runs, target=target, subject_label="POST 202", baseline_label="GET"
+            )
+            with httpx.Client(base_url=pixy.base_url, timeout=30) as client:
+                ran = sum(count_with_status(client, s) for s in ("running", "succeeded", "failed"))
+            queued = rabbitmq.queue_depth(settings.amqp_url, queue)
+            figure.details.update(queue_depth=queued, jobs_run=ran)
+            p99 = {side: runs.median(side, "p99_ms") for side in ("subject", "baseline")}
+            figure.note = "; ".join(
+                filter(
+                    None,
+                    [
+                        f"p99 {p99['subject']:.2f} vs {p99['baseline']:.2f} ms; {queued:,} jobs accepted"
+                        f" onto a throwaway queue, {ran} run (PIXYPROXY_JOB_QUEUE=rabbitmq)",
+                        figure.note,
+                    ],
+                )
+            )
+            if figure.verdict == "MISS" and settings.profile:
+                log(f"{key} missed its target: profiling {pixy.name} on POST, then on GET")
+                figure.details["profile"] = profile_during(pixy, post_url, settings, workdir, request=ACCEPT)
+                figure.details["baseline_profile"] = profile_during(pixy, get_url, settings, workdir)
+            rss = pixy.peak_rss_bytes()
+    finally:
+        rabbitmq.delete_queues(settings.amqp_url, *rabbitmq.queues_of(queue))
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return figure, rss
+
+
+# --- figure 7: jobs finished per second, two workers against one -----------------------------------------
+
+JOBS = 80
+WORKER_CONCURRENCY = 4
+SUBMIT_CONCURRENCY = 8
+JOBS_TIMEOUT_S = 60
+BROKER_DROPPED = "Unexpected connection close"  # what aiormq logs when the broker drops a connection
+RECONNECT_MARGIN_S = 10  # a drop this long before a run still costs it the reconnection
+
+
+async def submit_jobs(base_url: str, count: int, *, prefix: str) -> list[str]:
+    """POST `count` async jobs, `SUBMIT_CONCURRENCY` at a time; their ids."""
+    slots = asyncio.Semaphore(SUBMIT_CONCURRENCY)
+    limits = httpx.Limits(max_connections=SUBMIT_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+
+        async def one(i: int) -> str:
+            async with slots:
+                response = await client.post(
+                    "/image", json={"prompt": f"{prefix}, job {i}"}, headers=dict(ACCEPT.headers)
+                )
+            if response.status_code != 202:
+                raise RuntimeError(f"job {i} was not accepted: {response.status_code} {response.text}")
+            return str(response.json()["id"])
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def wait_until_idle(client: httpx.Client, *, deadline: float) -> bool:
+    """Poll until no job is queued or running; False if the deadline passed first."""
+    while time.monotonic() < deadline:
+        if not any(count_with_status(client, status) for status in ("queued", "running")):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run_jobs(api: Server, fake: FakeOpenAI, count: int, *, prefix: str) -> dict[str, Any]:
+    """Submit `count` async jobs and wait until they have finished.
+
+    The rate runs from the first job's `created_at` (the API node) to the last one's `finished_at`
+    (a worker): both written by PixyProxy on this machine's clock, so the polling interval adds nothing.
+    """
+    fake.reset()
+    fake.set_mode("ok", delay_s=UPSTREAM_DELAY_S)
+    started, started_at = time.monotonic(), time.time()
+    ids = asyncio.run(submit_jobs(api.base_url, count, prefix=prefix))
+    submit_s = time.monotonic() - started
+    with httpx.Client(base_url=api.base_url, timeout=30) as client:
+        idle = wait_until_idle(client, deadline=started + JOBS_TIMEOUT_S)
+        wall_s = time.monotonic() - started
+        jobs = [client.get(f"/jobs/{job_id}").json() for job_id in ids]
+    upstream = fake.stats()
+    statuses = Counter(str(job["status"]) for job in jobs)
+    created = [datetime.fromisoformat(job["created_at"]) for job in jobs]
+    finished = [datetime.fromisoformat(job["finished_at"]) for job in jobs if job["finished_at"]]
+    span_s = (max(finished) - min(created)).total_seconds() if finished else wall_s
+    succeeded = statuses.get("succeeded", 0)
+    return {
+        "jobs": count,
+        "started_at": started_at,
+        "ended_at": time.time(),
+        "statuses": dict(statuses),
+        "timed_out": not idle,
+        "submit_s": submit_s,
+        "wall_s": wall_s,
+        "span_s": span_s,
+        "jobs_per_s": succeeded / span_s if span_s > 0 else 0.0,
+        "upstream_requests": upstream["requests"],
+        "upstream_max_in_flight": upstream["max_in_flight"],
+        # What Comparison.clean reads: every job accepted (or submit_jobs raised), every job succeeded.
+        "requests": count,
+        "non_2xx_3xx": count - succeeded,
+        "transport_errors": 0,
+    }
+
+
+def job_throughput_figure(settings: Settings, workdir: Path) -> tuple[Figure, int | None]:
+    """Figure 7: jobs finished per second by two `pixyproxy worker`s against one, upstream at 500 ms.
+
+    One API server (PIXYPROXY_JOB_QUEUE=rabbitmq, a fresh queue) accepts; workers with
+    `--concurrency 4` run the jobs against the fake OpenAI upstream, all on one MariaDB database
+    (created and dropped here), or on one SQLite file shared by every process when MariaDB is not there.
+    At 4 jobs at once and 500 ms each, one worker can finish at most 8 jobs/s and two at most 16, few
+    enough that the 2 cores this runs on do not cap the second worker before the upstream does.
+    """
+    key, target = "7-jobs", 1.8
+    title = f"{JOBS} async jobs/s, upstream {UPSTREAM_DELAY_S * 1000:.0f} ms, 2 workers / 1"
+    why = rabbitmq.reachable(settings.amqp_url)
+    if why is not None:
+        return Figure(key, title, f"n/a (RabbitMQ unreachable: {why})", "", None, f">= {target}", "n/a"), None
+    data_dir = workdir / "data-jobs"
+    queue = rabbitmq.new_queue_name("jobs")
+    mysql_why = mariadb.reachable(settings.mysql_url)
+    db_url: str | None = None
+    if mysql_why is None:
+        db_url = mariadb.url_with_database(
+            settings.mysql_url, parse_mysql_url(settings.mysql_url).database + "_jobs"
+        )
+        mariadb.drop_database(db_url)
+        asyncio.run(init_schema(db_url))
+        store_env = {"PIXYPROXY_REPOSITORY": "mysql", "PIXYPROXY_MYSQL_URL": db_url}
+        store = "on MariaDB"
+    else:
+        store_env = {}
+        store = f"on SQLite shared by every process (MariaDB unreachable: {mysql_why})"
+    try:
+        with running_fake_openai(workdir / "fake-openai-jobs.log") as fake:
+            upstream = openai_env(fake, api_key="sk-bench-not-a-secret", timeout_s=30, max_retries=0)
+            env = pixyproxy_env(data_dir, **store_env, **upstream, **rabbitmq_env(settings, queue))
+            comparison, details, rss = _measure_jobs(settings, workdir, env, fake)
+    finally:
+        rabbitmq.delete_queues(settings.amqp_url, *rabbitmq.queues_of(queue))
+        if db_url is not None:
+            mariadb.drop_database(db_url)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    figure = ratio_figure(
+        key, title, comparison, metric="jobs_per_s", unit="jobs/s", target=target, fmt=lambda v: f"{v:.1f}"
+    )
+    figure.measured += " (2 workers)"
+    figure.baseline += " (1 worker)"
+    ceiling = WORKER_CONCURRENCY / UPSTREAM_DELAY_S
+
+    def peak(side: str) -> int:
+        runs = comparison.subject if side == "subject" else comparison.baseline
+        return max(int(run["upstream_max_in_flight"]) for run in runs)
+
+    disturbed = sum(1 for run in [*comparison.baseline, *comparison.subject] if run["broker_drops"])
+    figure.note = "; ".join(
+        filter(
+            None,
+            [
+                f"{store}; --concurrency {WORKER_CONCURRENCY} per worker, so at most {ceiling:.0f} jobs/s"
+                f" per worker; upstream peak in flight {peak('baseline')} (1 worker),"
+                f" {peak('subject')} (2 workers)",
+                "some jobs did not succeed: see details" if not comparison.clean() else "",
+                f"disturbed: the broker dropped workers' connections during {disturbed} of the"
+                f" {2 * settings.rounds} runs (see details)"
+                if disturbed
+                else "",
+            ],
+        )
+    )
+    figure.details.update(details)
+    return figure, rss
+
+
+def _measure_jobs(
+    settings: Settings, workdir: Path, env: dict[str, str], fake: FakeOpenAI
+) -> tuple[Comparison, dict[str, Any], int | None]:
+    """Alternate rounds: `JOBS` jobs with one worker, then with a second one started beside it."""
+    # start_worker waits for the worker's "worker ready" line, logged at INFO.
+    worker_env = {**env, "PIXYPROXY_LOG_LEVEL": "INFO"}
+    comparison = Comparison(subject=[], baseline=[])
+    warmups: list[dict[str, Any]] = []
+    worker_rss: list[int | None] = []
+    with (
+        running("pixyproxy-jobs-api", PIXYPROXY_APP, env=env, log_dir=workdir) as api,
+        contextlib.ExitStack() as stack,
+    ):
+        log(f"figure 7: {settings.rounds} x {JOBS} async jobs, with one worker and with two")
+        first = start_worker(worker_env, workdir / "job-worker-1.log", concurrency=WORKER_CONCURRENCY)
+        stack.callback(first.stop)
+        # A worker's first jobs open its connections (database, broker, upstream): not part of the figure.
+        warmups.append(run_jobs(api, fake, 2 * WORKER_CONCURRENCY, prefix="warm-up, one worker"))
+        for round_ in range(1, settings.rounds + 1):
+            comparison.baseline.append(run_jobs(api, fake, JOBS, prefix=f"round {round_}, one worker"))
+            log_path = workdir / f"job-worker-2-round-{round_}.log"  # a fresh log: "worker ready" is new
+            second = start_worker(worker_env, log_path, concurrency=WORKER_CONCURRENCY)
+            try:
+                warmups.append(run_jobs(api, fake, 2 * WORKER_CONCURRENCY, prefix="warm-up, two workers"))
+                comparison.subject.append(run_jobs(api, fake, JOBS, prefix=f"round {round_}, two workers"))
+                worker_rss.append(peak_rss_bytes(second.process.pid))
+            finally:
+                second.stop()
+        worker_rss.append(peak_rss_bytes(first.process.pid))
+        rss = api.peak_rss_bytes()
+    drops = broker_drops(workdir)
+    for run in [*comparison.baseline, *comparison.subject]:
+        run["broker_drops"] = sum(
+            run["started_at"] - RECONNECT_MARGIN_S <= t <= run["ended_at"] for t in drops
+        )
+    details = {"warmups": warmups, "worker_peak_rss_bytes": worker_rss, "peak_rss_bytes": rss}
+    return comparison, details, rss
+
+
+def broker_drops(workdir: Path) -> list[float]:
+    """When (epoch seconds) a job worker logged that the broker dropped its connection.
+
+    Another client closing every connection (the project's own RabbitMQ tests do, on a shared broker)
+    costs each worker a reconnection of several seconds: a run measured across one says little.
+    """
+    times = []
+    for path in sorted(workdir.glob("job-worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if BROKER_DROPPED in line:
+                with contextlib.suppress(ValueError):  # the text log format starts with the local time
+                    times.append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return times
+
+
 # --- figure 5 and the report ------------------------------------------------------------------------------
 
 
@@ -635,7 +953,10 @@ def main() -> int:
     rss["pixyproxy-openai"] = fig3.details.get("peak_rss_bytes")
     figures.extend(more[1:])
     rss.update(more_rss)
+    accept, rss["pixyproxy-accept"] = accept_latency_figure(settings, workdir)
+    jobs, rss["pixyproxy-jobs-api"] = job_throughput_figure(settings, workdir)
     figures.append(rss_figure(rss))
+    figures.extend([accept, jobs])
     elapsed = time.monotonic() - started
     report = table(figures)
     print(report)

@@ -9,8 +9,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+
+from bench import drive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +62,43 @@ def test_load_generator_reports_requests_per_second_and_latency(tiny_server: str
     assert result["statuses"] == {"200": result["requests"]}
     assert result["requests_per_s"] > 0
     assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+class _Accept(BaseHTTPRequestHandler):
+    """Answers every POST with a 202, keeping what it was sent."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[tuple[str, str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.command, self.headers["Content-Type"], self.headers["Prefer"], body))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test output is not the place for an access log."""
+
+
+def test_steady_load_can_post_a_json_body_with_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_LOADGEN", "httpx")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request = drive.Request(method="POST", body='{"prompt": "a fox"}', headers={"Prefer": "respond-async"})
+    try:
+        result = drive.steady(
+            f"http://127.0.0.1:{server.server_address[1]}/image",
+            concurrency=2,
+            duration_s=0.5,
+            warmup_s=0.1,
+            request=request,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["method"] == "POST"
+    assert result["requests"] > 0
+    assert result["statuses"] == {"202": result["requests"]}
+    assert set(_Accept.seen) == {("POST", "application/json", "respond-async", b'{"prompt": "a fox"}')}
