@@ -7,6 +7,7 @@ import hashlib
 from datetime import datetime
 from uuid import UUID
 
+from pixyproxy.domain import search
 from pixyproxy.domain.exceptions import (
     BlobNotFoundError,
     DuplicateImageError,
@@ -17,6 +18,7 @@ from pixyproxy.domain.models import (
     GeneratedImage,
     GenerationInfo,
     GenerationOptions,
+    ImageFilter,
     ImageRecord,
     NewImage,
     PageKey,
@@ -34,6 +36,7 @@ class InMemoryImageRepository:
 
     def __init__(self) -> None:
         self.records: dict[UUID, ImageRecord] = {}
+        self._terms: dict[UUID, frozenset[str]] = {}
         self._next_id = 1
 
     async def add(self, image: NewImage) -> ImageRecord:
@@ -43,6 +46,7 @@ class InMemoryImageRepository:
         record = ImageRecord(id=self._next_id, **image.model_dump())
         self._next_id += 1
         self.records[image.guid] = record
+        self._terms[image.guid] = frozenset(search.indexed_terms(image.prompt))
         return record
 
     async def get(self, guid: UUID) -> ImageRecord:
@@ -54,11 +58,16 @@ class InMemoryImageRepository:
 
     async def delete(self, guid: UUID) -> bool:
         """Forget the record."""
+        self._terms.pop(guid, None)
         return self.records.pop(guid, None) is not None
 
-    async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
-        """Newest first, strictly after `after`."""
+    async def list_page(
+        self, *, limit: int, after: PageKey | None = None, filters: ImageFilter | None = None
+    ) -> list[ImageRecord]:
+        """Newest first, strictly after `after`, of the records that pass `filters`."""
         records = sorted(self.records.values(), key=_newest_first, reverse=True)
+        if filters is not None:
+            records = [r for r in records if filters.admits(r, prompt_terms=self._terms[r.guid])]
         if after is not None:
             bound = (after.created_at, after.guid)
             records = [r for r in records if _newest_first(r) < bound]
@@ -129,6 +138,8 @@ _PNG_1X1 = bytes.fromhex(
 class InMemoryImageGenerator:
     """A fake generator: instant, counts its calls, and can be told to fail or to wait."""
 
+    MODEL = "memory-fake"
+
     def __init__(self, *, delay_s: float = 0.0) -> None:
         self.calls: list[str] = []
         self.fail_with: Exception | None = None
@@ -150,7 +161,7 @@ class InMemoryImageGenerator:
         return GeneratedImage(
             data=_PNG_1X1 + digest,
             content_type="image/png",
-            generation=GenerationInfo(generator=self.name, model="memory-fake"),
+            generation=GenerationInfo(generator=self.name, model=self.MODEL),
         )
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from pixyproxy.domain.exceptions import (
     GeneratorAuthenticationError,
     GeneratorBadResponseError,
+    GeneratorRateLimitedError,
     GeneratorUnavailableError,
     ImageGenerationException,
     InvalidRequestError,
@@ -225,7 +226,7 @@ class OpenAIImageGenerator:
     def _translate(self, err: openai.OpenAIError, *, user_size: bool) -> ImageGenerationException:
         """The domain exception for an SDK error; no message carries the API key."""
         if isinstance(err, openai.RateLimitError):
-            return GeneratorUnavailableError(
+            return GeneratorRateLimitedError(
                 "the upstream is rate limiting PixyProxy (429)",
                 retry_after_s=retry_after_s(err.response.headers),
             )

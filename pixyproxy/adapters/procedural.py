@@ -49,6 +49,8 @@ def draw(prompt: str, width: int, height: int) -> bytes:
 class ProceduralImageGenerator:
     """Draws a deterministic PNG from the prompt; offline, free, and not a model."""
 
+    MODEL = "procedural-shapes-v1"  # the name /v1/models lists; the record adds the size drawn
+
     def __init__(self, *, default_size: str = "512x512") -> None:
         self._default_size = _parse_size(default_size)
 
@@ -64,7 +66,7 @@ class ProceduralImageGenerator:
         return GeneratedImage(
             data=data,
             content_type="image/png",
-            generation=GenerationInfo(generator=self.name, model=f"procedural-shapes-v1 {width}x{height}"),
+            generation=GenerationInfo(generator=self.name, model=f"{self.MODEL} {width}x{height}"),
         )
 
     async def close(self) -> None:

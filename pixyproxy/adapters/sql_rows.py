@@ -6,6 +6,7 @@ in its pair of timestamp conversions and uses the mapping it gets back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +21,21 @@ from pixyproxy.domain.models import (
     JobStatus,
     NewImage,
     NewJob,
+    NewWebhookDelivery,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
 )
 
 JOB_COLUMNS = (
     "id, prompt, size, status, attempts, created_at, started_at, finished_at, lease_until,"
-    " cancel_requested, published, image_guid, error, idem_key, request_hash"
+    " cancel_requested, published, image_guid, error, idem_key, request_hash, webhook, webhook_events"
 )
+DELIVERY_COLUMNS = (
+    "id, job_id, event, url, body, status, attempts, last_status, created_at, next_attempt_at,"
+    " last_attempt_at, lease_until"
+)
+# A job row written before webhooks existed has NULL webhook_events: the filter's default.
+_DEFAULT_WEBHOOK_EVENTS = NewJob.model_fields["webhook_events_filter"].default
 
 
 class Row(Protocol):
@@ -80,11 +90,14 @@ class RowMapping:
             "idem_key": job.idempotency_key,
             "request_hash": job.request_hash,
             "published": int(job.published),
+            "webhook": job.webhook,
+            "webhook_events": json.dumps(list(job.webhook_events_filter), separators=(",", ":")),
         }
 
     def row_to_job(self, row: Row) -> Job:
         """The job of a row (all of JOB_COLUMNS)."""
         key = row["idem_key"]
+        events = row["webhook_events"]
         return Job(
             id=UUID(row["id"]),
             prompt=row["prompt"],
@@ -101,6 +114,38 @@ class RowMapping:
             error=JobError.model_validate_json(row["error"]) if row["error"] else None,
             idempotency_key=key.decode() if isinstance(key, bytes | bytearray) else key,
             request_hash=row["request_hash"],
+            webhook=row["webhook"],
+            webhook_events_filter=tuple(json.loads(events)) if events else _DEFAULT_WEBHOOK_EVENTS,
+        )
+
+    def delivery_to_row(self, delivery: NewWebhookDelivery) -> dict[str, Any]:
+        """The SQL parameters of a new (pending, never attempted) delivery."""
+        return {
+            "id": delivery.id,
+            "job_id": str(delivery.job_id),
+            "event": delivery.event,
+            "url": delivery.url,
+            "body": delivery.body,
+            "status": WebhookDeliveryStatus.PENDING.value,
+            "created_at": self.to_db_time(delivery.created_at),
+            "next_attempt_at": self.to_db_time(delivery.next_attempt_at),
+        }
+
+    def row_to_delivery(self, row: Row) -> WebhookDelivery:
+        """The delivery of a row (all of DELIVERY_COLUMNS)."""
+        return WebhookDelivery(
+            id=row["id"],
+            job_id=UUID(row["job_id"]),
+            event=row["event"],
+            url=row["url"],
+            body=row["body"],
+            status=WebhookDeliveryStatus(row["status"]),
+            attempts=int(row["attempts"]),
+            last_status=row["last_status"],
+            created_at=self.from_db_time(row["created_at"]),
+            next_attempt_at=self.from_db_time(row["next_attempt_at"]),
+            last_attempt_at=self._optional_time(row["last_attempt_at"]),
+            lease_until=self._optional_time(row["lease_until"]),
         )
 
     def _optional_time(self, value: Any) -> datetime | None:

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import aiosqlite
 
+from pixyproxy.adapters.search_index import fts5_match, search_columns
 from pixyproxy.adapters.sql_rows import RowMapping
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
@@ -19,6 +20,8 @@ from pixyproxy.domain.exceptions import (
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
+    GenerationInfo,
+    ImageFilter,
     ImageRecord,
     NewImage,
     PageKey,
@@ -53,16 +56,45 @@ CREATE TABLE IF NOT EXISTS jobs (
     image_guid TEXT,
     error TEXT,
     idem_key TEXT UNIQUE,
-    request_hash TEXT
+    request_hash TEXT,
+    webhook TEXT,
+    webhook_events TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_newest_first ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status TEXT,
+    created_at TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    last_attempt_at TEXT,
+    lease_until TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_job ON webhook_deliveries (job_id, created_at);
 DROP TABLE IF EXISTS idempotency_keys;
 """
+# Columns added to the jobs table after its first release. CREATE TABLE IF NOT EXISTS leaves an older
+# file's table as it was, so each is added when the file is opened and lacks it.
+_ADDED_JOB_COLUMNS = (
+    ("webhook", "ALTER TABLE jobs ADD COLUMN webhook TEXT"),
+    ("webhook_events", "ALTER TABLE jobs ADD COLUMN webhook_events TEXT"),
+)
 
 _COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
 _SELECT = "SELECT " + _COLUMNS + " FROM images"  # noqa: S608  # constants only; values are :named
 _NEWEST_FIRST = " ORDER BY created_at DESC, guid DESC LIMIT :limit"
+_SEARCH_SELECT = (
+    "SELECT images.id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at,"
+    " updated_at FROM images_search CROSS JOIN images ON images.id = images_search.rowid"
+)
+_EQUALS = {"generator": "generator = :generator", "model": "model = :model"}
 
 
 def _timestamp(value: datetime) -> str:
@@ -76,6 +108,80 @@ def _parse_timestamp(value: str) -> datetime:
 
 
 ROWS = RowMapping(to_db_time=_timestamp, from_db_time=_parse_timestamp)
+
+
+async def _add_missing_job_columns(connection: aiosqlite.Connection) -> None:
+    """Bring an older file's jobs table up to SCHEMA; safe to repeat, and in two processes at once."""
+    present = {row["name"] for row in await connection.execute_fetchall("PRAGMA table_info(jobs)", {})}
+    for name, statement in _ADDED_JOB_COLUMNS:
+        if name not in present:
+            try:
+                await connection.execute(statement)
+            except sqlite3.OperationalError as err:
+                if "duplicate column" not in str(err):  # not merely another process adding it first
+                    raise
+
+
+# Search and filter columns, added to the images table after its first release. search_words holds
+# the prompt's index words (adapters.search_index); FTS5's unicode61 tokenizer splits them at spaces.
+_SEARCH_COLUMNS = (
+    ("generator", "ALTER TABLE images ADD COLUMN generator TEXT"),
+    ("model", "ALTER TABLE images ADD COLUMN model TEXT"),
+    ("search_words", "ALTER TABLE images ADD COLUMN search_words TEXT"),
+)
+# The full-text index reads the images table (external content); triggers keep it in step.
+_SEARCH_SCHEMA = (
+    "CREATE INDEX IF NOT EXISTS images_by_generator ON images (generator, created_at DESC, guid DESC)",
+    "CREATE INDEX IF NOT EXISTS images_by_model ON images (model, created_at DESC, guid DESC)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS images_search USING fts5(search_words, content='images',"
+    " content_rowid='id', tokenize='unicode61')",
+    "CREATE TRIGGER IF NOT EXISTS images_search_insert AFTER INSERT ON images BEGIN"
+    " INSERT INTO images_search (rowid, search_words) VALUES (new.id, new.search_words); END",
+    "CREATE TRIGGER IF NOT EXISTS images_search_delete AFTER DELETE ON images BEGIN"
+    " INSERT INTO images_search (images_search, rowid, search_words)"
+    " VALUES ('delete', old.id, old.search_words); END",
+    "INSERT INTO images_search (images_search) VALUES ('rebuild')",
+)
+_SEARCH_READY = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'images_search'"
+
+
+async def _prepare_search(connection: aiosqlite.Connection) -> None:
+    """Give an older file's images table the search columns, filled in, and the full-text index.
+
+    One transaction: a second process opening the file meanwhile waits for it, then finds it done.
+    """
+    if await connection.execute_fetchall(_SEARCH_READY, {}):
+        return
+    await connection.execute("BEGIN IMMEDIATE")
+    try:
+        if not await connection.execute_fetchall(_SEARCH_READY, {}):
+            columns = await connection.execute_fetchall("PRAGMA table_info(images)", {})
+            present = {row["name"] for row in columns}
+            for name, statement in _SEARCH_COLUMNS:
+                if name not in present:
+                    await connection.execute(statement)
+            rows = await connection.execute_fetchall(
+                "SELECT id, prompt, generation FROM images WHERE search_words IS NULL", {}
+            )
+            await connection.executemany(
+                "UPDATE images SET generator = :generator, model = :model, search_words = :search_words"
+                " WHERE id = :id",
+                [
+                    {
+                        "id": row["id"],
+                        **search_columns(
+                            row["prompt"], GenerationInfo.model_validate_json(row["generation"])
+                        ),
+                    }
+                    for row in rows
+                ],
+            )
+            for statement in _SEARCH_SCHEMA:
+                await connection.execute(statement)
+        await connection.execute("COMMIT")
+    except BaseException:
+        await connection.execute("ROLLBACK")
+        raise
 
 
 class SqliteImageRepository:
@@ -95,9 +201,13 @@ class SqliteImageRepository:
                             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
                         connection = await aiosqlite.connect(self._path, isolation_level=None)
                         connection.row_factory = aiosqlite.Row
-                        await connection.execute("PRAGMA journal_mode=WAL")
+                        # The timeout first: turning WAL on needs a moment alone with the file, and
+                        # another process opening it at once must then wait, not fail.
                         await connection.execute("PRAGMA busy_timeout=5000")
+                        await connection.execute("PRAGMA journal_mode=WAL")
                         await connection.executescript(SCHEMA)
+                        await _add_missing_job_columns(connection)
+                        await _prepare_search(connection)
                     except (sqlite3.Error, OSError) as err:
                         raise RepositoryUnavailableError(f"cannot open SQLite database: {err}") from err
                     self._connection = connection
@@ -136,10 +246,10 @@ class SqliteImageRepository:
         try:
             rows = await self._fetch(
                 "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256,"  # noqa: S608
-                " generation, created_at, updated_at) VALUES (:guid, :prompt, :filename,"
-                " :content_type, :size_bytes, :sha256, :generation, :created_at, :updated_at)"
-                " RETURNING " + _COLUMNS,
-                ROWS.image_to_row(image),
+                " generation, created_at, updated_at, generator, model, search_words) VALUES (:guid,"
+                " :prompt, :filename, :content_type, :size_bytes, :sha256, :generation, :created_at,"
+                " :updated_at, :generator, :model, :search_words) RETURNING " + _COLUMNS,
+                {**ROWS.image_to_row(image), **search_columns(image.prompt, image.generation)},
             )
         except sqlite3.IntegrityError as err:
             raise DuplicateImageError(image.guid) from err
@@ -156,19 +266,39 @@ class SqliteImageRepository:
         """Delete the record."""
         return await self._execute("DELETE FROM images WHERE guid = :guid", {"guid": str(guid)}) > 0
 
-    async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
-        """Newest first by (created_at, guid), keyset-paged."""
-        if after is None:
-            sql = _SELECT + _NEWEST_FIRST
-            params: dict[str, Any] = {"limit": limit}
-        else:
-            sql = _SELECT + " WHERE (created_at, guid) < (:created_at, :guid)" + _NEWEST_FIRST
-            params = {
-                "limit": limit,
-                "created_at": _timestamp(after.created_at),
-                "guid": str(after.guid),
-            }
-        return [ROWS.row_to_image(row) for row in await self._fetch(sql, params)]
+    async def list_page(
+        self, *, limit: int, after: PageKey | None = None, filters: ImageFilter | None = None
+    ) -> list[ImageRecord]:
+        """Newest first by (created_at, guid), keyset-paged, of the records that pass `filters`.
+
+        A search starts from the full-text index (CROSS JOIN keeps SQLite from scanning the images
+        newest first instead), so a page costs the matches, not the images.
+        """
+        source = _SELECT
+        conditions: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            conditions.append("(created_at, guid) < (:created_at, :guid)")
+            params |= {"created_at": _timestamp(after.created_at), "guid": str(after.guid)}
+        if filters is not None:
+            if filters.words is not None:
+                if not filters.words:
+                    return []
+                source = _SEARCH_SELECT
+                conditions.append("images_search MATCH :words")
+                params["words"] = fts5_match(filters.words)
+            for name in ("generator", "model"):
+                if getattr(filters, name) is not None:
+                    conditions.append(_EQUALS[name])
+                    params[name] = getattr(filters, name)
+            if filters.created_after is not None:
+                conditions.append("created_at > :created_after")
+                params["created_after"] = _timestamp(filters.created_after)
+            if filters.created_before is not None:
+                conditions.append("created_at < :created_before")
+                params["created_before"] = _timestamp(filters.created_before)
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        return [ROWS.row_to_image(row) for row in await self._fetch(source + where + _NEWEST_FIRST, params)]
 
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:
         """Every record's (guid, filename)."""

@@ -15,9 +15,9 @@ from pixyproxy.domain.models import Job, JobError, JobStatus, NewJob, PageKey
 _SELECT = "SELECT " + JOB_COLUMNS + " FROM jobs"  # noqa: S608  # constants only; values are :named
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC LIMIT :limit"
 _INSERT = (
-    "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published)"  # noqa: S608
-    " VALUES (:id, :prompt, :size, 'queued', :created_at, :idem_key, :request_hash, :published)"
-    " RETURNING " + JOB_COLUMNS
+    "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published,"  # noqa: S608
+    " webhook, webhook_events) VALUES (:id, :prompt, :size, 'queued', :created_at, :idem_key,"
+    " :request_hash, :published, :webhook, :webhook_events) RETURNING " + JOB_COLUMNS
 )
 _FINISHED = "('succeeded', 'failed', 'canceled')"
 _CLAIMABLE = (

@@ -28,9 +28,11 @@ from pixyproxy.app.requests import (
     parse_limit,
 )
 from pixyproxy.app.service import ImageService
+from pixyproxy.app.webhooks import NoWebhooks, WebhookService
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
     IdempotencyConflictError,
+    ImageDeletedError,
     ImageGenerationException,
     ImageNotFoundError,
     JobCanceledError,
@@ -40,7 +42,16 @@ from pixyproxy.domain.exceptions import (
     JobTimeoutError,
     RepositoryUnavailableError,
 )
-from pixyproxy.domain.models import ImageDetail, Job, JobError, JobStatus, NewJob, PageKey, utc_now
+from pixyproxy.domain.models import (
+    ImageDetail,
+    Job,
+    JobError,
+    JobStatus,
+    NewJob,
+    PageKey,
+    WebhookDelivery,
+    utc_now,
+)
 from pixyproxy.ports import JobEvents, JobQueue, JobRepository
 
 log = logging.getLogger(__name__)
@@ -53,6 +64,10 @@ UNEXPECTED = JobError(kind="ImageGenerationException", detail="an unexpected err
 # Pauses between tries of recording a job's outcome; None: give up (the lease expires, the job is
 # taken again and finds its image).
 FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, None)
+TELL_RETRY_DELAYS_S = (0.2, 1.0, None)
+# How long a failed request for several images waits for a worker to stop its other jobs.
+DISCARD_WAIT_S = 10.0
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 class NoJobEvents:
@@ -67,10 +82,11 @@ class NoJobEvents:
 
 @dataclass(frozen=True)
 class JobView:
-    """A job with its image's detail once it has one."""
+    """A job with its image's detail once it has one, and its webhook deliveries."""
 
     job: Job
     image: ImageDetail | None
+    deliveries: list[WebhookDelivery]
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ class JobService:
         images: ImageService,
         timing: JobTiming | None = None,
         events: JobEvents | None = None,
+        webhooks: WebhookService | NoWebhooks | None = None,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], UUID] = uuid4,
     ) -> None:
@@ -112,6 +129,7 @@ class JobService:
         self._images = images
         self._timing = timing or JobTiming()
         self._events = events or NoJobEvents()
+        self._webhooks = webhooks or NoWebhooks()
         self._clock = clock
         self._new_id = new_id
 
@@ -133,6 +151,8 @@ class JobService:
         (no broker), so it is never published, by this call or by the sweep.
         """
         validated = parse_generate_request(request)
+        if validated.webhook is not None:
+            await self._webhooks.check(validated.webhook)
         key = parse_idempotency_key(idempotency_key) if idempotency_key is not None else None
         request_hash = hashlib.sha256(validated.model_dump_json().encode()).hexdigest() if key else None
         if key is not None:
@@ -148,6 +168,8 @@ class JobService:
                 idempotency_key=key,
                 request_hash=request_hash,
                 published=run_here,
+                webhook=validated.webhook,
+                webhook_events_filter=tuple(validated.webhook_events_filter or ("completed",)),
             )
             job, created = await self._jobs.add(new_job)
             if created:
@@ -163,11 +185,20 @@ class JobService:
         raise IdempotencyConflictError(key or "")
 
     async def generate_now(
-        self, request: GenerateImageRequest | object, *, idempotency_key: str | None = None
+        self,
+        request: GenerateImageRequest | object,
+        *,
+        idempotency_key: str | None = None,
+        on_submit: Callable[[Job, bool], None] | None = None,
     ) -> ImageDetail:
-        """Generate as a job and wait for it: the image's detail, or the job's error raised again."""
+        """Generate as a job and wait for it: the image's detail, or the job's error raised again.
+
+        `on_submit` is told the job and whether this call created it, as soon as it is recorded.
+        """
         inline = self._queue.in_process
-        job, _ = await self.submit(request, idempotency_key=idempotency_key, run_here=inline)
+        job, created = await self.submit(request, idempotency_key=idempotency_key, run_here=inline)
+        if on_submit is not None:
+            on_submit(job, created)
         if inline and job.status == JobStatus.QUEUED:
             # No broker: run it here, in this request, exactly as a worker would.
             try:
@@ -178,6 +209,61 @@ class JobService:
                 await asyncio.shield(self._cancel_quietly(job.id))
                 raise
         return await self.outcome(await self.wait(job.id, timeout_s=self._timing.sync_wait_s))
+
+    async def generate_many(
+        self, request: GenerateImageRequest | object, *, count: int, idempotency_key: str | None = None
+    ) -> list[ImageDetail]:
+        """`count` images of one request, as `count` jobs run at once: all their details, or the first
+        error, after canceling the request's other jobs and deleting the images they made.
+
+        With an idempotency key, image i has the key derived from it (`key#i`), so a retry returns the
+        same images; a retry of a request that failed generates them again.
+        """
+        validated = parse_generate_request(request)
+        if idempotency_key is not None:
+            parse_idempotency_key(idempotency_key)
+        created: list[UUID] = []
+
+        def note(job: Job, new: bool) -> None:
+            if new:  # a replayed job belongs to an earlier request, which was answered with its image
+                created.append(job.id)
+
+        keys = [
+            None if idempotency_key is None else derived_idempotency_key(idempotency_key, i)
+            for i in range(count)
+        ]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.generate_now(validated, idempotency_key=key, on_submit=note))
+                    for key in keys
+                ]
+        except BaseExceptionGroup as failed:
+            await asyncio.shield(self._discard(created))
+            raise _first_error(failed) from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._discard(created))
+            raise
+        return [task.result() for task in tasks]
+
+    async def _discard(self, job_ids: list[UUID]) -> None:
+        """Cancel these jobs, delete the images they made and free their keys: none of it is kept."""
+        await asyncio.gather(*(self._discard_one(job_id) for job_id in job_ids))
+
+    async def _discard_one(self, job_id: UUID) -> None:
+        try:
+            await self.cancel(job_id)  # queued: canceled at once; on a worker: stopped within a second
+            job = await self._jobs.get(job_id)
+            if self._queue.in_process and job.status == JobStatus.RUNNING:
+                # This request ran it and has stopped it: nobody else will finish it.
+                await self._finish(job, JobStatus.CANCELED)
+            elif not job.status.finished:
+                await self.wait(job_id, timeout_s=DISCARD_WAIT_S)
+            with contextlib.suppress(ImageNotFoundError):
+                await self._images.delete(job_id)  # a job's image has the job's id as its GUID
+            await self._jobs.release_idempotency_key(job_id)
+        except ImageGenerationException as err:
+            log.warning("job %s of a failed request may keep its image: %s", job_id, err)
 
     async def wait(self, job_id: UUID, *, timeout_s: float) -> Job:
         """The job once finished, or as it stands after `timeout_s`."""
@@ -192,9 +278,13 @@ class JobService:
             delay = min(delay * 2, 0.5)
 
     async def outcome(self, job: Job) -> ImageDetail:
-        """The image of a succeeded job; a failed or canceled one raises, an unfinished one times out."""
+        """The image of a succeeded job; a failed or canceled one raises, an unfinished one times out.
+        A succeeded job whose image was deleted since raises ImageDeletedError."""
         if job.status == JobStatus.SUCCEEDED and job.image_guid is not None:
-            return await self._images.get_detail(job.image_guid)
+            try:
+                return await self._images.get_detail(job.image_guid)
+            except ImageNotFoundError:
+                raise ImageDeletedError(job.image_guid) from None
         if job.status == JobStatus.FAILED and job.error is not None:
             raise JobFailedError(
                 job.id, kind=job.error.kind, detail=job.error.detail, retry_after_s=job.error.retry_after_s
@@ -236,7 +326,8 @@ class JobService:
         if job.image_guid is not None:
             with contextlib.suppress(ImageNotFoundError):
                 image = await self._images.get_detail(job.image_guid)
-        return JobView(job=job, image=image)
+        deliveries = await self._webhooks.list_for_job(job.id) if job.webhook else []
+        return JobView(job=job, image=image, deliveries=deliveries)
 
     async def _cancel_quietly(self, job_id: UUID) -> None:
         try:
@@ -285,7 +376,7 @@ class JobService:
         if job.attempts > 1 and await self._image_exists(job.id):
             # An earlier attempt made the image and died before it could say so.
             log.info("job %s: attempt %d found the image an earlier attempt made", job.id, job.attempts)
-            await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
+            await self._succeed(job)
             return
         request = GenerateImageRequest(prompt=job.prompt, size=job.size)  # checked at accept
         # The image's GUID is the job's id: whichever attempt inserts it first, there is one image.
@@ -293,7 +384,7 @@ class JobService:
         stop_reason: list[str] = []
         keeper = asyncio.ensure_future(self._keep_lease(job, work, stop_reason))
         try:
-            detail = await work
+            await work
         except asyncio.CancelledError:
             if not stop_reason or _cancelling():
                 # This process is stopping: hand the job back (lease expired) for another worker now.
@@ -306,7 +397,7 @@ class JobService:
         except DuplicateImageError as exc:
             if await self._image_exists(job.id):
                 # Another attempt (ours lost its lease while it worked) made the job's image first.
-                await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
+                await self._succeed(job)
             else:
                 await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
             return
@@ -319,7 +410,16 @@ class JobService:
             return
         finally:
             keeper.cancel()
-        await self._finish(job, JobStatus.SUCCEEDED, image_guid=detail.guid)
+        await self._succeed(job)
+
+    async def _succeed(self, job: Job) -> None:
+        """Record the job's image (its GUID is the job's id); after a retried job, sweep up the bytes
+        its dead attempts may have left."""
+        await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
+        if job.attempts > 1:
+            await self._images.forget_other_attempts(
+                await self._images.get_detail(job.id), attempts=job.attempts
+            )
 
     async def _image_exists(self, guid: UUID) -> bool:
         try:
@@ -357,11 +457,22 @@ class JobService:
         return False
 
     async def _tell(self, event: str, job: Job) -> None:
-        try:
-            await (self._events.started(job) if event == "started" else self._events.finished(job))
-        except Exception:
-            # Listeners must not raise; if one does, the job's outcome still stands.
-            log.exception("a listener failed on job %s %s", job.id, event)
+        listeners: tuple[JobEvents, ...] = (self._events, self._webhooks)
+        for listener in listeners:
+            for delay in TELL_RETRY_DELAYS_S:
+                try:
+                    await (listener.started(job) if event == "started" else listener.finished(job))
+                    break
+                except RepositoryUnavailableError as err:
+                    # A webhook delivery is a row: a database blip must not lose the event.
+                    if delay is None:
+                        log.error("job %s: the %s event was not recorded: %s", job.id, event, err.reason)
+                        break
+                    await asyncio.sleep(delay)
+                except Exception:
+                    # Listeners must not raise; if one does, the job's outcome still stands.
+                    log.exception("a listener failed on job %s %s", job.id, event)
+                    break
 
     async def _release(self, job: Job) -> None:
         try:
@@ -432,6 +543,21 @@ class JobService:
             return False
         await self._jobs.mark_published(job_id)
         return True
+
+
+def derived_idempotency_key(key: str, index: int) -> str:
+    """The idempotency key of image `index` of a request for several: `key#index`, or, when that
+    would be longer than a key may be, the same made from the key's hash."""
+    derived = f"{key}#{index}"
+    if len(derived) > MAX_IDEMPOTENCY_KEY_CHARS:
+        derived = f"sha256:{hashlib.sha256(key.encode()).hexdigest()}#{index}"
+    return derived
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a task group, however deeply nested: the one the request answers with."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _error_of(exc: ImageGenerationException) -> JobError:

@@ -1,4 +1,5 @@
-"""Garbage collection: bytes with no record (a crash between the two writes) and records with no bytes."""
+"""Garbage collection: bytes with no record (a crash between the two writes of a generation) and
+records with no bytes (a crash between the two steps of a delete, which removes the bytes first)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class GcReport:
     missing_blobs: list[tuple[UUID, str]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     kept_young: list[str] = field(default_factory=list)
+    forgotten: list[UUID] = field(default_factory=list)
 
 
 class GarbageCollector:
@@ -32,8 +34,12 @@ class GarbageCollector:
         self._repository = repository
         self._blob_store = blob_store
 
-    async def collect(self, *, now: datetime, grace: timedelta, delete: bool) -> GcReport:
-        """Report orphans both ways; with `delete`, remove orphan bytes older than `grace`.
+    async def collect(
+        self, *, now: datetime, grace: timedelta, delete: bool, forget_missing: bool = False
+    ) -> GcReport:
+        """Report orphans both ways; with `delete`, remove orphan bytes older than `grace`; with
+        `forget_missing`, delete the records whose bytes are gone (each checked once more first),
+        finishing deletes that stopped between their two steps.
 
         The grace period protects bytes of a generation under way: they are stored a moment
         before their record, and must not be taken for orphans in that moment.
@@ -58,4 +64,8 @@ class GarbageCollector:
                 log.info("gc deleted orphan bytes %s (%d bytes)", blob.key, blob.size_bytes)
         for guid, filename in report.missing_blobs:
             log.warning("gc: record %s points at missing bytes %s", guid, filename)
+            gone = forget_missing and not await self._blob_store.exists(filename)
+            if gone and await self._repository.delete(guid):
+                report.forgotten.append(guid)
+                log.info("gc deleted record %s, whose bytes %s were gone", guid, filename)
         return report

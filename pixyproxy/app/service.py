@@ -17,10 +17,12 @@ from pixyproxy.app.requests import (
     encode_cursor,
     parse_generate_request,
     parse_guid,
+    parse_image_filter,
     parse_limit,
 )
-from pixyproxy.domain.exceptions import RecordOutcomeUnknownError
+from pixyproxy.domain.exceptions import ImageNotFoundError, RecordOutcomeUnknownError
 from pixyproxy.domain.models import (
+    CONTENT_TYPE_EXTENSIONS,
     GenerationOptions,
     ImageContent,
     ImageDetail,
@@ -76,14 +78,47 @@ class ImageService:
             parse_generate_request(request), guid=guid or self._new_guid(), attempt=attempt
         )
 
+    async def forget_other_attempts(self, detail: ImageDetail, *, attempts: int) -> None:
+        """Delete the bytes earlier attempts of one job may have left under the job's GUID.
+
+        Called once the image's record exists: no record can ever point at another attempt's bytes
+        then (an attempt whose insert loses deletes its own), so whatever is there is an orphan of an
+        attempt that died between storing its bytes and inserting its record.
+        """
+        for attempt in range(1, attempts + 1):
+            for content_type in CONTENT_TYPE_EXTENSIONS:
+                key = filename_for(detail.guid, content_type, attempt=attempt)
+                if key != detail.filename:
+                    await self._forget_bytes(key)
+
     async def get_detail(self, guid: str | UUID) -> ImageDetail:
         """The detail of one image. Raises ImageNotFoundError."""
         return ImageDetail.from_record(await self._repository.get(parse_guid(guid)))
 
-    async def list_details(self, *, limit: int = DEFAULT_PAGE_LIMIT, cursor: str | None = None) -> DetailPage:
-        """A page of details, newest first, and the cursor of the next page."""
+    async def list_details(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        cursor: str | None = None,
+        words: str | None = None,
+        generator: str | None = None,
+        model: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> DetailPage:
+        """A page of details, newest first, and the cursor of the next page; of the images whose
+        prompt has all these `words` (domain.search's rule), made by this generator and model,
+        created strictly between the two times, where given. The cursor does not carry the filters:
+        the next page is asked for with the same ones."""
         after = decode_cursor(cursor) if cursor else None
-        records = await self._repository.list_page(limit=parse_limit(limit) + 1, after=after)
+        filters = parse_image_filter(
+            words=words,
+            generator=generator,
+            model=model,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        records = await self._repository.list_page(limit=parse_limit(limit) + 1, after=after, filters=filters)
         page, more = records[:limit], len(records) > limit
         next_cursor = None
         if more:
@@ -103,6 +138,18 @@ class ImageService:
         if self._presign_expires_s is None:
             return None
         return await self._blob_store.presigned_url(detail.filename, expires_s=self._presign_expires_s)
+
+    async def delete(self, guid: str | UUID) -> None:
+        """Delete an image: its bytes first, then its record. A crash between the two leaves a record
+        without bytes, which `pixyproxy gc` reports and removes, never bytes that nothing names.
+
+        Raises ImageNotFoundError for an unknown GUID, or one deleted meanwhile by another request.
+        """
+        detail = await self.get_detail(guid)
+        await self._blob_store.delete(detail.filename)
+        if not await self._repository.delete(detail.guid):
+            raise ImageNotFoundError(detail.guid)
+        log.info("deleted image %s", detail.guid)
 
     async def _detail_of(self, image: ImageDetail | str | UUID) -> ImageDetail:
         return image if isinstance(image, ImageDetail) else await self.get_detail(image)

@@ -32,6 +32,15 @@ class RequestTooLargeError(InvalidRequestError):
         super().__init__(f"request body exceeds {limit_bytes} bytes")
 
 
+class ModelNotFoundError(InvalidRequestError):
+    """The request names a model this service's generator does not serve."""
+
+    def __init__(self, model: str, *, served: list[str]) -> None:
+        self.model = model
+        self.served = served
+        super().__init__(f"the model {model!r} is not served here; use one of {served}", field="model")
+
+
 class AuthenticationRequiredError(ImageGenerationException):
     """The request carries no valid API key."""
 
@@ -45,6 +54,15 @@ class ImageNotFoundError(ImageGenerationException):
     def __init__(self, guid: object) -> None:
         self.guid = str(guid)
         super().__init__(f"no image with guid {self.guid}")
+
+
+class ImageDeletedError(ImageNotFoundError):
+    """The image a request (an idempotent replay) would answer with was deleted."""
+
+    def __init__(self, guid: object) -> None:
+        super().__init__(guid)
+        self.message = f"the image {self.guid} made for this request was deleted"
+        self.args = (self.message,)
 
 
 class BlobNotFoundError(ImageGenerationException):
@@ -90,6 +108,13 @@ class GeneratorBusyError(GeneratorUnavailableError):
             f"{limit} generations already in flight; waited {waited_s:g}s for a slot",
             retry_after_s=1.0,
         )
+
+
+class GeneratorRateLimitedError(GeneratorUnavailableError):
+    """The upstream generator is rate limiting PixyProxy (HTTP 429); retry after `retry_after_s`."""
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(reason, retry_after_s=retry_after_s)
 
 
 class GeneratorBadResponseError(ImageGenerationException):
@@ -212,3 +237,12 @@ class JobTimeoutError(GeneratorUnavailableError):
     def __init__(self, job_id: object) -> None:
         self.job_id = str(job_id)
         super().__init__(f"job {self.job_id} has not finished yet; follow it at /jobs/{self.job_id}")
+
+
+class WebhookRefusedError(InvalidRequestError):
+    """A webhook URL PixyProxy will not call: no signing secret is configured, or its host is (or
+    resolves to) a loopback, private, link-local or multicast address."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(reason, field="webhook")

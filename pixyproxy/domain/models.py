@@ -6,10 +6,12 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from pixyproxy.domain import search
 from pixyproxy.domain.exceptions import InvalidBlobKeyError
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -165,6 +167,39 @@ class PageKey(BaseModel):
     guid: UUID
 
 
+class ImageFilter(BaseModel):
+    """What a listing is narrowed to: every condition given must hold.
+
+    `words` are search terms (search.query_terms of what was asked); an empty tuple finds nothing.
+    `created_after` and `created_before` are exclusive.
+    """
+
+    model_config = _FROZEN
+
+    words: tuple[str, ...] | None = None
+    generator: str | None = None
+    model: str | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _bound_to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def admits(self, record: NewImage, *, prompt_terms: frozenset[str]) -> bool:
+        """Whether a record passes every condition but the words (those need the record's terms)."""
+        if self.words is not None and not search.matches(self.words, prompt_terms):
+            return False
+        if self.generator is not None and record.generation.generator != self.generator:
+            return False
+        if self.model is not None and record.generation.model != self.model:
+            return False
+        if self.created_after is not None and record.created_at <= self.created_after:
+            return False
+        return self.created_before is None or record.created_at < self.created_before
+
+
 class ImageContent(BaseModel):
     """An image's bytes with what is needed to serve them."""
 
@@ -210,6 +245,13 @@ class JobError(BaseModel):
     retry_after_s: float | None = None
 
 
+# What a webhook may be told: "start" (image.job.started) and "completed" (succeeded, failed, canceled).
+WebhookEventFilter = Literal["start", "completed"]
+WebhookEventType = Literal[
+    "image.job.started", "image.job.succeeded", "image.job.failed", "image.job.canceled"
+]
+
+
 class NewJob(BaseModel):
     """A job as accepted, before any worker has seen it."""
 
@@ -219,6 +261,8 @@ class NewJob(BaseModel):
     prompt: str
     size: str | None
     created_at: AwareDatetime
+    webhook: str | None = None
+    webhook_events_filter: tuple[WebhookEventFilter, ...] = ("completed",)
     idempotency_key: str | None = None
     request_hash: str | None = None
     # Whether a runner has been told of the job: its message published, or it runs in the request
@@ -244,6 +288,48 @@ class Job(NewJob):
     error: JobError | None = None
 
     @field_validator("started_at", "finished_at", "lease_until")
+    @classmethod
+    def _optional_to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """Where one event's delivery to one webhook stands."""
+
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # retries spent, or the receiver answered 410 Gone
+
+
+class NewWebhookDelivery(BaseModel):
+    """One event to deliver to one webhook URL; the body is fixed once, each attempt signed afresh."""
+
+    model_config = _FROZEN
+
+    id: str = Field(description="The webhook-id header: the same on every attempt of this event.")
+    job_id: UUID
+    event: WebhookEventType
+    url: str
+    body: str
+    created_at: AwareDatetime
+    next_attempt_at: AwareDatetime
+
+    @field_validator("created_at", "next_attempt_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class WebhookDelivery(NewWebhookDelivery):
+    """A delivery and what its attempts so far have met."""
+
+    status: WebhookDeliveryStatus = WebhookDeliveryStatus.PENDING
+    attempts: int = 0
+    last_status: str | None = Field(default=None, description="The last HTTP status, or why there was none.")
+    last_attempt_at: AwareDatetime | None = None
+    lease_until: AwareDatetime | None = None
+
+    @field_validator("last_attempt_at", "lease_until")
     @classmethod
     def _optional_to_utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else value.astimezone(UTC)

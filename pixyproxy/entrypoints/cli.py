@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--delete", action="store_true", help="delete orphan bytes older than the grace period")
     gc.add_argument("--grace-minutes", type=float, default=60.0, help="minimum age of bytes to delete")
+    gc.add_argument(
+        "--forget-missing",
+        action="store_true",
+        help="delete records whose bytes are gone (a delete interrupted between its two steps)",
+    )
+    delete = commands.add_parser("delete", help="delete images: their bytes, then their records")
+    delete.add_argument("guids", nargs="+", metavar="GUID")
     return parser
 
 
@@ -71,7 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "generate":
             return asyncio.run(_generate(container, args.prompt, args.size))
         if args.command == "gc":
-            return asyncio.run(_gc(container, delete=args.delete, grace_minutes=args.grace_minutes))
+            return asyncio.run(
+                _gc(
+                    container,
+                    delete=args.delete,
+                    grace_minutes=args.grace_minutes,
+                    forget_missing=args.forget_missing,
+                )
+            )
+        if args.command == "delete":
+            return asyncio.run(_delete(container, args.guids))
     except ConfigurationError as err:
         print(f"pixyproxy: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -106,6 +122,9 @@ def _serve(container: Container, args: argparse.Namespace, http: HttpSettings) -
             log_config=None,
             access_log=False,
             server_header=False,
+            # uvicorn would believe X-Forwarded-Proto/-For from 127.0.0.1 and rewrite the client's
+            # address; the app decides whom to believe (PIXYPROXY_TRUSTED_PROXIES), from the real peer.
+            proxy_headers=False,
             # A client reuses an idle pooled connection until its own expiry (httpx: 5 s, load
             # balancers: often 60 s). A server that closes first races the client's next request,
             # which is then reset; so the server keeps idle connections open longer than they do.
@@ -152,15 +171,43 @@ async def _generate(container: Container, prompt: str, size: str | None) -> int:
     return 0
 
 
-async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> int:
+async def _delete(container: Container, guids: list[str]) -> int:
+    """Delete each image in turn; an unknown or malformed GUID is reported and the others still go."""
+    from pixyproxy.domain.exceptions import ImageNotFoundError, InvalidRequestError
+    from pixyproxy.entrypoints.container import adapters_open
+
+    failed = 0
+    async with adapters_open(container):
+        service = container.image_service()
+        for guid in guids:
+            try:
+                await service.delete(guid)
+            except (ImageNotFoundError, InvalidRequestError) as err:
+                print(f"pixyproxy: {guid}: {err}", file=sys.stderr)
+                failed += 1
+            else:
+                print(f"deleted {guid}")
+    return EXIT_FAILED if failed else 0
+
+
+async def _gc(
+    container: Container, *, delete: bool, grace_minutes: float, forget_missing: bool = False
+) -> int:
     from pixyproxy.app.maintenance import GarbageCollector
     from pixyproxy.domain.models import utc_now
     from pixyproxy.entrypoints.container import close_adapters
 
     collector = GarbageCollector(repository=container.repository(), blob_store=container.blob_store())
     try:
-        report = await collector.collect(now=utc_now(), grace=timedelta(minutes=grace_minutes), delete=delete)
+        report = await collector.collect(
+            now=utc_now(),
+            grace=timedelta(minutes=grace_minutes),
+            delete=delete,
+            forget_missing=forget_missing,
+        )
         purged_jobs = await container.job_service().purge()
+        retention = timedelta(seconds=container.config.jobs.retention_s())
+        purged_deliveries = await container.webhook_service().purge(older_than=utc_now() - retention)
     finally:
         await close_adapters(container)
     summary = {
@@ -169,8 +216,10 @@ async def _gc(container: Container, *, delete: bool, grace_minutes: float) -> in
         "orphan_blobs": [b.key for b in report.orphan_blobs],
         "missing_blobs": [{"guid": str(g), "filename": f} for g, f in report.missing_blobs],
         "deleted": report.deleted,
+        "forgotten_records": [str(guid) for guid in report.forgotten],
         "kept_younger_than_grace": report.kept_young,
         "purged_jobs": purged_jobs,
+        "purged_webhook_deliveries": purged_deliveries,
     }
     print(json.dumps(summary, indent=2))
     return 0

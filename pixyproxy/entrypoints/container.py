@@ -21,24 +21,29 @@ from pixyproxy.adapters.memory import (
     InMemoryImageRepository,
 )
 from pixyproxy.adapters.memory_jobs import InMemoryJobQueue, InMemoryJobRepository
-from pixyproxy.adapters.mysql import MySqlImageRepository, MySqlJobRepository
+from pixyproxy.adapters.memory_webhooks import InMemoryWebhookDeliveries
+from pixyproxy.adapters.mysql import MySqlImageRepository, MySqlJobRepository, MySqlWebhookDeliveries
 from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
 from pixyproxy.adapters.rabbitmq import RabbitMqJobQueue
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
 from pixyproxy.adapters.sqlite_jobs import SqliteJobRepository
+from pixyproxy.adapters.sqlite_webhooks import SqliteWebhookDeliveries
+from pixyproxy.adapters.webhook_http import HttpWebhookSender
 from pixyproxy.app.bounded import BoundedImageGenerator
 from pixyproxy.app.caching import CachedImageRepository
 from pixyproxy.app.health import ReadinessChecker
 from pixyproxy.app.jobs import JobService, JobTiming
 from pixyproxy.app.service import ImageService
+from pixyproxy.app.webhooks import WebhookService
 from pixyproxy.domain.exceptions import (
     BlobStoreUnavailableError,
     GeneratorUnavailableError,
     JobQueueUnavailableError,
     RepositoryUnavailableError,
 )
+from pixyproxy.entrypoints.job_documents import JobDocuments
 from pixyproxy.entrypoints.metrics import JobMetrics, MeteredBlobStore, MeteredImageGenerator, Metrics
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
@@ -80,9 +85,12 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
-    # Records never change once created, so a cached one is always the stored one.
+    # Records never change once created but may be deleted elsewhere: each is trusted for cache_ttl_s.
     repository = providers.Singleton(
-        CachedImageRepository, selected_repository, max_entries=config.repository.cache_entries
+        CachedImageRepository,
+        selected_repository,
+        max_entries=config.repository.cache_entries,
+        ttl_s=config.repository.cache_ttl_s,
     )
 
     metrics = providers.Singleton(Metrics)
@@ -131,6 +139,14 @@ class Container(containers.DeclarativeContainer):
         wait_s=config.generator.queue_timeout_s,
     )
 
+    # The model names the selected generator serves, as GET /v1/models lists them.
+    served_models = providers.Selector(
+        config.generator.kind,
+        memory=providers.Object([InMemoryImageGenerator.MODEL]),
+        procedural=providers.Object([ProceduralImageGenerator.MODEL]),
+        openai=providers.List(config.generator.openai_model),
+    )
+
     image_service = providers.Factory(
         ImageService,
         repository=repository,
@@ -157,12 +173,35 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    webhook_deliveries = providers.Selector(
+        config.repository.kind,
+        memory=providers.Singleton(InMemoryWebhookDeliveries),
+        sqlite=providers.Singleton(SqliteWebhookDeliveries, selected_repository),
+        mysql=providers.Singleton(MySqlWebhookDeliveries, selected_repository),
+    )
+
+    webhook_sender = providers.Singleton(
+        HttpWebhookSender,
+        secret=config.webhooks.secret,
+        timeout_s=config.webhooks.timeout_s,
+        allow_private=config.webhooks.allow_private,
+    )
+
+    webhook_service = providers.Factory(
+        WebhookService,
+        deliveries=webhook_deliveries,
+        sender=webhook_sender,
+        render=providers.Factory(JobDocuments, images=image_service),
+        retry_schedule_s=config.webhooks.retry_schedule_s,
+    )
+
     job_service = providers.Factory(
         JobService,
         jobs=job_repository,
         queue=job_queue,
         images=image_service,
         events=providers.Singleton(JobMetrics, metrics),
+        webhooks=webhook_service,
         timing=providers.Callable(
             _job_timing,
             config.jobs.lease_s,
@@ -188,7 +227,13 @@ def build_container(config_path: Path = DEFAULT_CONFIG_PATH) -> Container:
 
 async def close_adapters(container: Container) -> None:
     """Close every adapter the container has built, even when one of them fails to close."""
-    for provider in (container.job_queue, container.generator, container.blob_store, container.repository):
+    for provider in (
+        container.webhook_sender,
+        container.job_queue,
+        container.generator,
+        container.blob_store,
+        container.repository,
+    ):
         try:
             await provider().close()
         except Exception:

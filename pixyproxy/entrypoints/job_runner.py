@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from pixyproxy.app.jobs import JobService
+from pixyproxy.app.webhooks import WebhookService
 from pixyproxy.domain.exceptions import ImageGenerationException, JobQueueUnavailableError
 from pixyproxy.ports import JobQueue
 
@@ -27,6 +28,18 @@ async def sweep_forever(service: JobService, *, interval_s: float) -> None:
         except ImageGenerationException as err:
             log.warning("job sweep failed, trying again in %gs: %s", interval_s, err)
         await asyncio.sleep(interval_s)
+
+
+async def deliver_forever(webhooks: WebhookService, *, interval_s: float) -> None:
+    """Send due webhook deliveries; when there were some, look again at once (a backlog drains fast)."""
+    while True:
+        try:
+            attempted = await webhooks.deliver_due()
+        except ImageGenerationException as err:
+            log.warning("webhook delivery failed, trying again in %gs: %s", interval_s, err)
+            attempted = 0
+        if not attempted:
+            await asyncio.sleep(interval_s)
 
 
 async def consume_forever(
@@ -45,9 +58,18 @@ async def consume_forever(
 
 @contextlib.asynccontextmanager
 async def jobs_running(
-    service: JobService, queue: JobQueue, *, consume: bool, concurrency: int, sweep_interval_s: float
+    service: JobService,
+    queue: JobQueue,
+    *,
+    consume: bool,
+    concurrency: int,
+    sweep_interval_s: float,
+    webhooks: WebhookService | None = None,
+    webhook_interval_s: float = 1.0,
 ) -> AsyncIterator[asyncio.Task[None] | None]:
-    """The sweep, and with `consume` the queue's consumers, for the duration of the block.
+    """The sweep, and with `consume` the queue's consumers and the webhook sender, for the block.
+
+    Webhooks are sent where jobs run: by `serve` without a broker, by the workers with one.
 
     Yields the consumer task (or None), so a caller can notice it ending. On exit both are
     cancelled: a job cut short is handed back (its lease expired) for another worker to take.
@@ -62,6 +84,8 @@ async def jobs_running(
                 log.warning("could not pick up unfinished jobs yet (the sweep will): %s", err)
         consumer = asyncio.create_task(consume_forever(service, queue, concurrency=concurrency))
         tasks.append(consumer)
+        if webhooks is not None:
+            tasks.append(asyncio.create_task(deliver_forever(webhooks, interval_s=webhook_interval_s)))
     tasks.append(asyncio.create_task(sweep_forever(service, interval_s=sweep_interval_s)))
     try:
         yield consumer

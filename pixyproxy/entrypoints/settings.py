@@ -6,9 +6,13 @@ that sets it, so start-up stops with one clear line instead of failing on first 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from dependency_injector import providers
@@ -47,6 +51,8 @@ class RepositorySettings(_Section):
     mysql_connect_timeout_s: PositiveSeconds
     init_schema: bool
     cache_entries: Annotated[int, Field(ge=0)]
+    # At most 5 s: a record deleted on another worker or server must stop being served within 5 s.
+    cache_ttl_s: Annotated[float, Field(gt=0, le=5)]
 
     @model_validator(mode="after")
     def _mysql_needs_url(self) -> RepositorySettings:
@@ -117,11 +123,41 @@ class HttpSettings(_Section):
     idempotency_retention_s: Positive
     shutdown_grace_s: Annotated[float, Field(ge=0)]
     keep_alive_s: PositiveSeconds
+    # A header value: visible ASCII and spaces, no line breaks.
+    content_cache_control: Annotated[str, Field(pattern=r"^[\x20-\x7e]{1,200}$")]
+    public_url: str | None = None
+    trusted_proxies: str | None = None
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "public_url", "trusted_proxies", mode="before")
     @classmethod
     def _keys_as_text(cls, value: object) -> object:
         return None if value is None else str(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL such as https://images.example.com")
+        return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item.strip()!r} is not an IP address or CIDR network") from None
+        return value or None
+
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks whose X-Forwarded-Proto and X-Forwarded-Host are believed."""
+        items = (self.trusted_proxies or "").split(",")
+        return [ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip()]
 
     @model_validator(mode="after")
     def _cap_fits_every_valid_request(self) -> HttpSettings:
@@ -168,6 +204,49 @@ class JobSettings(_Section):
         return self
 
 
+class WebhookSettings(_Section):
+    """Signing, timeouts and retries of job webhooks."""
+
+    secret: SecretStr | None = None
+    timeout_s: PositiveSeconds
+    retry_schedule_s: tuple[Annotated[float, Field(ge=0)], ...]
+    allow_private: bool
+    poll_interval_s: PositiveSeconds
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_as_text(cls, value: object) -> object:
+        return None if value in (None, "") else str(value)
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_") + "==", validate=False)
+        except (ValueError, binascii.Error):
+            key = b""
+        if not raw.startswith("whsec_") or len(key) < 16:
+            # The value itself is never echoed: it is a secret.
+            raise ValueError("must be whsec_ followed by the base64 of at least 16 random bytes")
+        return value
+
+    @field_validator("retry_schedule_s", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, int | float):
+            return (value,)
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    def signing_secret(self) -> str | None:
+        """The secret, for the sender alone."""
+        return self.secret.get_secret_value() if self.secret else None
+
+
 class LoggingSettings(_Section):
     """Log level and format."""
 
@@ -182,6 +261,7 @@ class Settings(_Section):
     blob_store: BlobStoreSettings
     generator: GeneratorSettings
     jobs: JobSettings
+    webhooks: WebhookSettings
     http: HttpSettings
     logging: LoggingSettings
 
@@ -205,7 +285,8 @@ def _describe(err: ValidationError, env_names: dict[tuple[str, ...], str]) -> Co
     if sep and " " not in field:  # a model validator naming the field it is about
         path, message = (*path, field), reason
     given = first.get("input")
-    if not isinstance(given, dict | SecretStr) and given is not None and "url" not in path[-1]:
+    sensitive = any(word in path[-1] for word in ("url", "secret", "key", "password"))
+    if not isinstance(given, dict | SecretStr) and given is not None and not sensitive:
         message = f"{message} (got {given!r})"
     setting = env_names.get(path) or ".".join(path)
     return ConfigurationError(setting, message)

@@ -44,6 +44,8 @@ async def run_worker(container: Container, *, concurrency: int) -> int:
             consume=True,
             concurrency=concurrency,
             sweep_interval_s=container.config.jobs.sweep_interval_s(),
+            webhooks=container.webhook_service(),
+            webhook_interval_s=container.config.webhooks.poll_interval_s(),
         ) as consumer,
     ):
         log.info(

@@ -4,6 +4,7 @@ from pixyproxy.ports.blob_store import BlobStore
 from pixyproxy.ports.generator import ImageGenerator
 from pixyproxy.ports.jobs import JobEvents, JobHandler, JobQueue, JobRepository
 from pixyproxy.ports.repository import ImageRepository
+from pixyproxy.ports.webhooks import SendResult, WebhookDeliveries, WebhookSender
 
 __all__ = [
     "BlobStore",
@@ -13,4 +14,7 @@ __all__ = [
     "JobHandler",
     "JobQueue",
     "JobRepository",
+    "SendResult",
+    "WebhookDeliveries",
+    "WebhookSender",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 from uuid import UUID
 
-from pixyproxy.domain.models import ImageRecord, NewImage, PageKey
+from pixyproxy.domain.models import ImageFilter, ImageRecord, NewImage, PageKey
 
 
 class ImageRepository(Protocol):
@@ -27,8 +27,11 @@ class ImageRepository(Protocol):
         """Delete the record with this GUID; whether there was one."""
         ...
 
-    async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
-        """Up to `limit` records, newest first by (created_at, guid), strictly after `after`."""
+    async def list_page(
+        self, *, limit: int, after: PageKey | None = None, filters: ImageFilter | None = None
+    ) -> list[ImageRecord]:
+        """Up to `limit` records, newest first by (created_at, guid), strictly after `after`, of those
+        that pass `filters`: its words matched by domain.search's rule (an empty tuple: none)."""
         ...
 
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:

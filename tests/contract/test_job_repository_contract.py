@@ -119,6 +119,30 @@ async def test_a_job_without_size_or_key_round_trips(jobs: JobRepository) -> Non
     assert (fetched.size, fetched.idempotency_key, fetched.request_hash) == (None, None, None)
 
 
+@pytest.mark.parametrize(
+    ("webhook", "events"),
+    [
+        ("https://example.com/hooks/🦊?a=1&b='x'%20y#frag", ("start", "completed")),
+        ("https://hooks.example.com/p", ("start",)),
+        ("https://hooks.example.com/p", ("completed",)),
+    ],
+    ids=["both-events", "start-only", "completed-only"],
+)
+async def test_the_webhook_and_its_event_filter_round_trip(
+    jobs: JobRepository, webhook: str, events: tuple[str, ...]
+) -> None:
+    plain = await added(jobs, new_job())
+    for seen in (plain, await jobs.get(plain.id)):
+        assert (seen.webhook, seen.webhook_events_filter) == (None, ("completed",))
+    job = NewJob.model_validate(
+        {**new_job(offset_us=1).model_dump(), "webhook": webhook, "webhook_events_filter": events}
+    )
+    stored = await added(jobs, job)
+    newest = (await jobs.list_page(limit=1))[0]
+    for seen in (stored, await jobs.get(job.id), newest, await claimed(jobs, job.id)):
+        assert (seen.id, seen.webhook, seen.webhook_events_filter) == (job.id, webhook, events)
+
+
 async def test_jobs_without_keys_never_collide(jobs: JobRepository) -> None:
     for i in range(3):
         await added(jobs, new_job(offset_us=i))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from tests.support.stack import (
     stack_env,
 )
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.webhook_receiver import TEST_SECRET, webhook_receiver
 
 pytestmark = [pytest.mark.mysql, pytest.mark.s3, pytest.mark.slow]
 
@@ -111,7 +113,9 @@ def _start_cluster(
     return Cluster(env=env, apis=apis, workers=workers, bucket=env["PIXYPROXY_S3_BUCKET"], moto=moto)
 
 
-async def _submit(cluster: Cluster, count: int, *, prefix: str) -> list[str]:
+async def _submit(
+    cluster: Cluster, count: int, *, prefix: str, extra: dict[str, Any] | None = None
+) -> list[str]:
     """POST `count` async jobs spread over both APIs; their ids."""
     limits = httpx.Limits(max_connections=10)
     clients = [httpx.AsyncClient(base_url=api.base_url, timeout=30, limits=limits) for api in cluster.apis]
@@ -119,7 +123,8 @@ async def _submit(cluster: Cluster, count: int, *, prefix: str) -> list[str]:
 
     async def one(i: int) -> str:
         async with slots:
-            response = await clients[i % 2].post("/image", json={"prompt": f"{prefix} {i}"}, headers=ASYNC)
+            body = {"prompt": f"{prefix} {i}", **(extra or {})}
+            response = await clients[i % 2].post("/image", json=body, headers=ASYNC)
         assert response.status_code == 202, response.text
         job_id: str = response.json()["id"]
         return job_id
@@ -290,3 +295,28 @@ def test_cancel_of_a_queued_and_of_a_running_job(
             for job_id in running_ids[1:]:
                 client.post(f"/jobs/{job_id}/cancel")
         _wait_all_finished(cluster, running_ids, timeout_s=15)
+
+
+def test_with_two_workers_each_webhook_event_is_delivered_once(
+    cluster_env: dict[str, str], moto: MotoServer, upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    upstream.set_mode("ok", delay_s=0.2)
+    env = {
+        **cluster_env,
+        "PIXYPROXY_WEBHOOK_SECRET": TEST_SECRET,
+        "PIXYPROXY_WEBHOOK_ALLOW_PRIVATE": "true",
+        "PIXYPROXY_WEBHOOK_POLL_INTERVAL_S": "0.1",
+    }
+    with webhook_receiver() as receiver, ExitStack() as stack:
+        cluster = _start_cluster(env, moto, tmp_path, stack)
+        body = {"webhook": receiver.url, "webhook_events_filter": ["start", "completed"]}
+        ids = asyncio.run(_submit(cluster, 20, prefix="hooked", extra=body))
+        _wait_all_finished(cluster, ids)
+        deliveries = receiver.wait_for(40, timeout_s=30)
+        time.sleep(1.0)  # a duplicate would arrive meanwhile
+        deliveries = receiver.deliveries()
+    assert all(d.verified for d in deliveries)
+    told = Counter((d.payload["data"]["id"], d.payload["type"]) for d in deliveries if d.payload)
+    assert set(told.values()) == {1}
+    assert len(told) == 40
+    assert {job_id for job_id, _ in told} == set(ids)

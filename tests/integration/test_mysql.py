@@ -60,7 +60,31 @@ async def test_schema_creation_is_idempotent_and_versioned(mysql_url: str) -> No
     versions = _query(database, "SELECT version FROM schema_version ORDER BY version")
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each applied once
     tables = {row[0] for row in _query(database, "SHOW TABLES")}
-    assert tables == {"images", "jobs", "schema_version"}
+    assert tables == {"images", "jobs", "schema_version", "webhook_deliveries"}
+    job_columns = {
+        row[0]: row[1:]
+        for row in _query(
+            database,
+            "SELECT COLUMN_NAME, IS_NULLABLE, CHARACTER_SET_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = %(db)s AND TABLE_NAME = 'jobs'",
+            {"db": database},
+        )
+    }
+    assert job_columns["webhook"] == ("YES", "utf8mb4")
+    assert job_columns["webhook_events"][0] == "YES"
+    delivery_indexes = _query(
+        database,
+        "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %(db)s"
+        " AND TABLE_NAME = 'webhook_deliveries' ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+        {"db": database},
+    )
+    assert delivery_indexes == [
+        ("PRIMARY", "id"),
+        ("webhook_deliveries_by_job", "job_id"),
+        ("webhook_deliveries_by_job", "created_at"),
+        ("webhook_deliveries_due", "status"),
+        ("webhook_deliveries_due", "next_attempt_at"),
+    ]
     index = _query(
         database,
         "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %(db)s"

@@ -419,7 +419,7 @@ def test_metrics_count_generations_bytes_and_routes(upstream: FakeOpenAI, tmp_pa
         assert refused.status_code == 503
         lines = metric_lines(server)
         assert (
-            'pixyproxy_generations_total{generator="openai",outcome="GeneratorUnavailableError"} 1.0' in lines
+            'pixyproxy_generations_total{generator="openai",outcome="GeneratorRateLimitedError"} 1.0' in lines
         )
         assert 'pixyproxy_generations_total{generator="openai",outcome="ok"} 1.0' in lines
         assert 'pixyproxy_http_requests_total{method="POST",route="/image",status="503"} 1.0' in lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -154,12 +155,37 @@ def test_a_thousand_posts_store_a_thousand_images_and_nothing_else(
 
 
 @pytest.mark.slow
+def _wait_until_no_job_is_unfinished(server: RunningServer, timeout_s: float = 30) -> None:
+    """The jobs a crash left queued or running are picked up again at start-up: let them finish."""
+    deadline = time.monotonic() + timeout_s
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            unfinished = [
+                job
+                for status in ("queued", "running")
+                for job in client.get("/jobs", params={"status": status, "limit": 1000}).json()
+            ]
+            if not unfinished:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"jobs still unfinished after {timeout_s}s")
+
+
 def test_sigkill_mid_burst_leaves_no_record_without_bytes(
     upstream: FakeOpenAI, moto: MotoServer, mysql_url: str, tmp_path: Path
 ) -> None:
     upstream.set_mode("ok", delay_s=0.02)
     bucket = new_bucket_name()
-    env = stack_env(mysql_url=mysql_url, moto=moto, bucket=bucket, data_dir=tmp_path / "data", fake=upstream)
+    env = stack_env(
+        mysql_url=mysql_url,
+        moto=moto,
+        bucket=bucket,
+        data_dir=tmp_path / "data",
+        fake=upstream,
+        # The jobs the kill cut short are taken again by the restarted server once their lease ends.
+        PIXYPROXY_JOB_LEASE_S="3",
+        PIXYPROXY_JOB_SWEEP_INTERVAL_S="0.5",
+    )
     server = start_server(env, tmp_path / "server.log")
     killed_at: list[int] = []
 
@@ -183,6 +209,7 @@ def test_sigkill_mid_burst_leaves_no_record_without_bytes(
 
     # Restarted on the same settings (and another port): nothing that was confirmed is lost ...
     with running_server(env, tmp_path / "server-2.log") as again:
+        _wait_until_no_job_is_unfinished(again)
         records = all_records(again.base_url)
         listed = {r["guid"] for r in records}
         assert created <= listed

@@ -138,3 +138,21 @@ def test_secrets_never_appear_in_the_error_line(monkeypatch: pytest.MonkeyPatch)
         build_container()
     assert "hunter2" not in str(caught.value)
     assert caught.value.setting == "PIXYPROXY_MYSQL_URL"
+
+
+@pytest.mark.parametrize("secret", ["not-a-secret", "whsec_c2hvcnQ=", "whsec_!!!!"])
+def test_a_bad_webhook_secret_names_its_setting_but_never_shows_the_value(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("PIXYPROXY_WEBHOOK_SECRET", secret)
+    with pytest.raises(ConfigurationError) as caught:
+        build_container()
+    assert caught.value.setting == "PIXYPROXY_WEBHOOK_SECRET"
+    assert secret not in str(caught.value)
+
+
+def test_the_webhook_retry_schedule_is_read_from_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PIXYPROXY_WEBHOOK_RETRY_SCHEDULE_S", "1, 2.5,60")
+    assert build_container().settings().webhooks.retry_schedule_s == (1.0, 2.5, 60.0)

@@ -187,6 +187,7 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
 ERROR_TABLE: list[tuple[Exception, int, str]] = [
     (errors.InvalidRequestError("bad", field="prompt"), 422, "invalid-request"),
     (errors.ImageNotFoundError("g"), 404, "image-not-found"),
+    (errors.ImageDeletedError("g"), 410, "image-deleted"),
     (errors.PromptRejectedError("violence"), 422, "prompt-rejected"),
     (errors.GeneratorUnavailableError("rate limited", retry_after_s=7), 503, "generator-unavailable"),
     (errors.GeneratorBusyError(4, 30), 503, "generator-busy"),
@@ -225,7 +226,10 @@ async def test_repository_down_is_503_on_every_endpoint(
         async def get(self, guid):
             raise errors.RepositoryUnavailableError("gone")
 
-        async def list_page(self, *, limit, after=None):
+        async def list_page(self, *, limit, after=None, filters=None):
+            raise errors.RepositoryUnavailableError("gone")
+
+        async def delete(self, guid):
             raise errors.RepositoryUnavailableError("gone")
 
         async def add(self, image):
@@ -237,6 +241,8 @@ async def test_repository_down_is_503_on_every_endpoint(
         assert_problem(await client.get("/image"), 503)
         assert_problem(await client.get(f"/image/{uuid4()}"), 503)
         assert_problem(await client.get(f"/image/{uuid4()}/content"), 503)
+        assert_problem(await client.get("/image", params={"q": "fox", "generator": "memory"}), 503)
+        assert_problem(await client.delete(f"/image/{uuid4()}"), 503)
     assert store.blobs == {}
 
 

@@ -356,3 +356,17 @@ async def test_a_synchronous_request_that_failed_leaves_no_job_for_the_sweep(
     assert await service.publish_stale() == 0
     assert queue.pending == 0
     assert generator.calls == []
+
+
+async def test_bytes_left_by_an_attempt_killed_before_its_insert_are_swept_by_the_next(
+    service, jobs, images, blobs, generator
+) -> None:
+    job, _ = await service.submit({"prompt": "killed mid-put"})
+    now = utc_now()
+    await jobs.claim(job.id, now=now, lease_until=now - timedelta(seconds=1), max_attempts=3)
+    # Attempt 1 stored its bytes and died before inserting the record.
+    await blobs.put(f"{job.id}.png", b"orphan", content_type="image/png")
+    await service.run_job(job.id)
+    assert jobs.jobs[job.id].status == JobStatus.SUCCEEDED
+    assert set(images.records) == {job.id}
+    assert list(blobs.blobs) == [f"{job.id}-2.png"]

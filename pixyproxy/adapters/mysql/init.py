@@ -19,7 +19,9 @@ from pixyproxy.adapters.mysql.connection import (
     quote_identifier,
     unavailable,
 )
+from pixyproxy.adapters.search_index import search_columns
 from pixyproxy.domain.exceptions import RepositoryUnavailableError
+from pixyproxy.domain.models import GenerationInfo
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,52 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE IF EXISTS idempotency_keys",
         ),
     ),
+    Migration(
+        3,
+        "webhooks: a job's webhook and event filter, and the deliveries",
+        (
+            # ADD COLUMN IF NOT EXISTS is MariaDB's (10.0.2+); MySQL has no such clause.
+            # webhook_events is the filter as a JSON list; NULL means the default, ["completed"].
+            """ALTER TABLE jobs
+                ADD COLUMN IF NOT EXISTS webhook TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+                ADD COLUMN IF NOT EXISTS webhook_events JSON NULL""",
+            # (status, next_attempt_at) finds the due pending ones (InnoDB appends the id, the order
+            # claim_due hands them out in); (job_id, created_at) lists one job's, oldest first.
+            # No foreign key to jobs: a job may be purged before its deliveries are.
+            """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+                id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+                job_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                event VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                url TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+                body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+                status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                last_status TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+                created_at DATETIME(6) NOT NULL COMMENT 'UTC',
+                next_attempt_at DATETIME(6) NOT NULL COMMENT 'UTC',
+                last_attempt_at DATETIME(6) NULL COMMENT 'UTC',
+                lease_until DATETIME(6) NULL COMMENT 'UTC',
+                KEY webhook_deliveries_due (status, next_attempt_at),
+                KEY webhook_deliveries_by_job (job_id, created_at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        ),
+    ),
+    Migration(
+        4,
+        "search and filters: generator, model and the prompt's index words, with their indexes",
+        (
+            # search_words holds adapters.search_index words (ASCII, 3 to 61 characters each), so
+            # InnoDB's FULLTEXT parser indexes the bigrams of CJK and Thai text as it does words.
+            # generator IS NULL marks a row written before this version: _fill_search_columns fills it.
+            """ALTER TABLE images
+              ADD COLUMN IF NOT EXISTS generator VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+              ADD COLUMN IF NOT EXISTS model VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+              ADD COLUMN IF NOT EXISTS search_words MEDIUMTEXT CHARACTER SET ascii COLLATE ascii_bin NULL""",
+            "ALTER TABLE images ADD INDEX IF NOT EXISTS images_by_generator (generator, created_at, guid)",
+            "ALTER TABLE images ADD INDEX IF NOT EXISTS images_by_model (model, created_at, guid)",
+            "ALTER TABLE images ADD FULLTEXT INDEX IF NOT EXISTS images_search (search_words)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -124,7 +172,9 @@ async def init_schema(url: str | MySqlTarget, *, connect_timeout_s: float = 5.0)
     try:
         connection = await _connect_creating_database(target, connect_timeout_s)
         try:
-            return await _migrate(connection, target)
+            version = await _migrate(connection, target)
+            await _fill_search_columns(connection)
+            return version
         finally:
             connection.close()
     except (pymysql.err.MySQLError, OSError) as err:
@@ -190,3 +240,28 @@ async def _migrate(connection: aiomysql.Connection, target: MySqlTarget) -> int:
         finally:
             await cursor.execute("SELECT RELEASE_LOCK(CONCAT('pixyproxy.schema.', DATABASE()))")
     return int(current)
+
+
+async def _fill_search_columns(connection: aiomysql.Connection, *, batch: int = 500) -> None:
+    """Fill the search and filter columns of rows written before schema version 4, a batch at a time.
+
+    Found through the (generator, created_at, guid) index, so once every row is filled this is one
+    index probe. Safe in two processes at once: both write the same values.
+    """
+    async with connection.cursor(aiomysql.DictCursor) as cursor:
+        while True:
+            await cursor.execute(
+                "SELECT id, prompt, generation FROM images WHERE generator IS NULL LIMIT %(batch)s",
+                {"batch": batch},
+            )
+            rows = await cursor.fetchall()
+            for row in rows:
+                generation = GenerationInfo.model_validate_json(row["generation"])
+                await cursor.execute(
+                    "UPDATE images SET generator = %(generator)s, model = %(model)s,"
+                    " search_words = %(search_words)s WHERE id = %(id)s",
+                    {"id": row["id"], **search_columns(row["prompt"], generation)},
+                )
+            await connection.commit()
+            if len(rows) < batch:
+                return

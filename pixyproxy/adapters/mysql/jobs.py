@@ -23,9 +23,9 @@ from pixyproxy.domain.models import Job, JobError, JobStatus, NewJob, PageKey
 _SELECT = "SELECT " + JOB_COLUMNS + " FROM jobs"  # noqa: S608  # constants only; values are %(named)s
 _BY_ID = _SELECT + " WHERE id = %(id)s"
 _INSERT = (
-    "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published)"
-    " VALUES (%(id)s, %(prompt)s, %(size)s, 'queued', %(created_at)s, %(idem_key)s, %(request_hash)s,"
-    " %(published)s)"
+    "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published,"
+    " webhook, webhook_events) VALUES (%(id)s, %(prompt)s, %(size)s, 'queued', %(created_at)s,"
+    " %(idem_key)s, %(request_hash)s, %(published)s, %(webhook)s, %(webhook_events)s)"
 )
 # Our own row (a retried INSERT that had committed) or the holder of the key; a NULL key matches none.
 _OURS_OR_HOLDER = _SELECT + " WHERE id = %(id)s OR idem_key = %(idem_key)s"

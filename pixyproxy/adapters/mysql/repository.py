@@ -20,6 +20,7 @@ from pixyproxy.adapters.mysql.connection import (
     unavailable,
 )
 from pixyproxy.adapters.mysql.init import init_schema
+from pixyproxy.adapters.search_index import boolean_match, search_columns
 from pixyproxy.adapters.sql_rows import Row, RowMapping
 from pixyproxy.domain.exceptions import (
     DuplicateImageError,
@@ -28,6 +29,7 @@ from pixyproxy.domain.exceptions import (
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
+    ImageFilter,
     ImageRecord,
     NewImage,
     PageKey,
@@ -44,9 +46,18 @@ _NEWEST_FIRST = " ORDER BY created_at DESC, guid DESC LIMIT %(limit)s"
 _AFTER = " WHERE created_at < %(created_at)s OR (created_at = %(created_at)s AND guid < %(guid)s)"
 _INSERT = (
     "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256, generation,"
-    " created_at, updated_at) VALUES (%(guid)s, %(prompt)s, %(filename)s, %(content_type)s,"
-    " %(size_bytes)s, %(sha256)s, %(generation)s, %(created_at)s, %(updated_at)s)"
+    " created_at, updated_at, generator, model, search_words) VALUES (%(guid)s, %(prompt)s,"
+    " %(filename)s, %(content_type)s, %(size_bytes)s, %(sha256)s, %(generation)s, %(created_at)s,"
+    " %(updated_at)s, %(generator)s, %(model)s, %(search_words)s)"
 )
+# Each filter's condition; a search goes through the FULLTEXT index of the prompt's index words.
+_FILTERS = {
+    "words": "MATCH (search_words) AGAINST (%(words)s IN BOOLEAN MODE)",
+    "generator": "generator = %(generator)s",
+    "model": "model = %(model)s",
+    "created_after": "created_at > %(created_after)s",
+    "created_before": "created_at < %(created_before)s",
+}
 
 
 def _to_db_time(value: datetime) -> datetime:
@@ -197,9 +208,29 @@ class MySqlImageRepository:
         """The affected (changed) row count of a write on this repository's pool."""
         return await self._execute(sql, params, retry_lost=retry_lost)
 
+    async def transaction(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `operation(cursor)` inside one transaction on one pooled connection: committed when it
+        returns, rolled back when it raises. Driver errors are translated as `_run` does; never resent,
+        since a lost COMMIT leaves its outcome unknown."""
+
+        async def in_transaction(cursor: Any) -> T:
+            await cursor.execute("START TRANSACTION")  # the pool runs with autocommit otherwise
+            try:
+                result = await operation(cursor)
+                await cursor.execute("COMMIT")
+            except Exception as err:
+                # A dead connection needs no ROLLBACK (_run closes it, and the server rolls back);
+                # a live one must not go back to the pool inside a transaction.
+                if not is_connection_lost(err):
+                    await cursor.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(in_transaction, retry_lost=False)
+
     async def add(self, image: NewImage) -> ImageRecord:
         """Insert a record; its id comes from AUTO_INCREMENT."""
-        row = ROWS.image_to_row(image)
+        row = {**ROWS.image_to_row(image), **search_columns(image.prompt, image.generation)}
 
         sent = False
 
@@ -269,13 +300,30 @@ class MySqlImageRepository:
         )
         return deleted > 0
 
-    async def list_page(self, *, limit: int, after: PageKey | None = None) -> list[ImageRecord]:
-        """Newest first by (created_at, guid), keyset-paged."""
-        if after is None:
-            rows = await self._fetch(_SELECT + _NEWEST_FIRST, {"limit": limit})
-        else:
-            params = {"limit": limit, "created_at": _to_db_time(after.created_at), "guid": str(after.guid)}
-            rows = await self._fetch(_SELECT + _AFTER + _NEWEST_FIRST, params)
+    async def list_page(
+        self, *, limit: int, after: PageKey | None = None, filters: ImageFilter | None = None
+    ) -> list[ImageRecord]:
+        """Newest first by (created_at, guid), keyset-paged, of the records that pass `filters`."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params |= {"created_at": _to_db_time(after.created_at), "guid": str(after.guid)}
+        conditions = ["(" + _AFTER.removeprefix(" WHERE ") + ")"] if after is not None else []
+        if filters is not None:
+            if filters.words is not None and not filters.words:
+                return []
+            given = {
+                "words": boolean_match(filters.words) if filters.words else None,
+                "generator": filters.generator,
+                "model": filters.model,
+                "created_after": _to_db_time(filters.created_after) if filters.created_after else None,
+                "created_before": _to_db_time(filters.created_before) if filters.created_before else None,
+            }
+            for name, value in given.items():
+                if value is not None:
+                    conditions.append(_FILTERS[name])
+                    params[name] = value
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        rows = await self._fetch(_SELECT + where + _NEWEST_FIRST, params)
         return [ROWS.row_to_image(row) for row in rows]
 
     async def list_all_filenames(self) -> list[tuple[UUID, str]]:

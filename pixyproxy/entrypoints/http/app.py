@@ -17,7 +17,7 @@ from pixyproxy.entrypoints.container import (
     adapters_open,
     build_container,
 )
-from pixyproxy.entrypoints.http import jobs_routes, ops, routes
+from pixyproxy.entrypoints.http import jobs_routes, openai_routes, ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
@@ -31,6 +31,9 @@ Generate images from prompts, store them, and serve them back.
 
 Every error is an RFC 9457 `application/problem+json` document with a `request_id`.
 A prompt refused by the generator's content policy is **422** (type `prompt-rejected`).
+
+`/v1/images/generations` and `/v1/models` speak OpenAI's images API for OpenAI's clients; their
+errors have OpenAI's shape (`OpenAIError`) and statuses instead.
 """
 
 
@@ -52,6 +55,8 @@ def create_app(container: Container | None = None) -> FastAPI:
                 consume=container.job_queue().in_process,
                 concurrency=container.config.generator.max_concurrent(),
                 sweep_interval_s=container.config.jobs.sweep_interval_s(),
+                webhooks=container.webhook_service(),
+                webhook_interval_s=container.config.webhooks.poll_interval_s(),
             ),
         ):
             log.info(
@@ -72,10 +77,11 @@ def create_app(container: Container | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.container = container
-    container.wire(modules=[routes, jobs_routes, ops])
+    container.wire(modules=[routes, jobs_routes, ops, openai_routes])
     app.include_router(routes.router)
     app.include_router(jobs_routes.router)
     app.include_router(ops.router)
+    app.include_router(openai_routes.router)
     for exc_type in (ImageGenerationException, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_exception)
     # Added innermost first: the request context (logs, metrics) wraps auth's refusals too.
@@ -84,10 +90,12 @@ def create_app(container: Container | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(
         RequestContextMiddleware,
-        max_body_bytes=container.settings().http.body_cap(),
+        # Never below the largest valid request of either API.
+        max_body_bytes=max(container.settings().http.body_cap(), openai_routes.largest_valid_body_bytes()),
         metrics=container.metrics(),
     )
     _publish_problem_schema(app)
+    openai_routes.document_served_models(app, container.served_models())
     return app
 
 

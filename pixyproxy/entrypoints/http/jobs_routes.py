@@ -1,23 +1,21 @@
-"""The job endpoints: follow, list and cancel generation jobs; the Job document they answer with.
+"""The job endpoints: follow, list and cancel generation jobs.
 
 No `from __future__ import annotations` here: dependency-injector reads the real annotations.
 """
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
-from uuid import UUID
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from pixyproxy.app.jobs import JobService, JobView
 from pixyproxy.app.requests import DEFAULT_PAGE_LIMIT, GUID_PATTERN, MAX_PAGE_LIMIT
-from pixyproxy.domain.models import ImageDetail, JobStatus
+from pixyproxy.domain.models import JobStatus
 from pixyproxy.entrypoints.container import Container
 from pixyproxy.entrypoints.http.injection import AsyncProvide
-from pixyproxy.entrypoints.http.problems import job_problem, problem_responses
+from pixyproxy.entrypoints.http.problems import problem_responses
+from pixyproxy.entrypoints.job_documents import JobOut
 
 router = APIRouter(tags=["jobs"])
 
@@ -25,43 +23,6 @@ Jobs = Annotated[JobService, Depends(AsyncProvide[Container.job_service])]
 JobIdPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The job's id.")]
 # How soon a client should look again at a job that has not finished.
 POLL_AFTER_S = "1"
-
-
-class JobOut(BaseModel):
-    """A generation job, as clients see it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: UUID
-    status: JobStatus = Field(description="queued, running, succeeded, failed or canceled")
-    prompt: str
-    size: str | None
-    created_at: datetime
-    started_at: datetime | None = Field(description="When a worker first took the job")
-    finished_at: datetime | None
-    attempts: int = Field(description="How many times a worker has taken the job")
-    image: ImageDetail | None = Field(description="The image, once the job has succeeded")
-    error: dict[str, Any] | None = Field(description="The problem document, once the job has failed")
-    webhook: str | None = None
-    webhook_events_filter: list[str] | None = None
-
-    @classmethod
-    def of(cls, view: JobView) -> "JobOut":
-        """The document of a job."""
-        job = view.job
-        error = job_problem(job.error, instance=f"/jobs/{job.id}") if job.error is not None else None
-        return cls(
-            id=job.id,
-            status=job.status,
-            prompt=job.prompt,
-            size=job.size,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            attempts=job.attempts,
-            image=view.image,
-            error=error,
-        )
 
 
 def poll_headers(view: JobView) -> dict[str, str]:

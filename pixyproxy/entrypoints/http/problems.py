@@ -19,9 +19,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
-from pixyproxy.app.requests import GUID_MESSAGE, IDEMPOTENCY_KEY_MESSAGE, PROMPT_MESSAGE
+from pixyproxy.app.requests import (
+    GUID_MESSAGE,
+    IDEMPOTENCY_KEY_MESSAGE,
+    ISO_TIME_MESSAGE,
+    PROMPT_MESSAGE,
+)
 from pixyproxy.domain import exceptions as errors
 from pixyproxy.domain.models import JobError
+from pixyproxy.entrypoints.http.openai_errors import (
+    is_openai_path,
+    openai_error_for,
+    openai_validation_error,
+)
 from pixyproxy.entrypoints.logging_setup import current_request_id
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,7 @@ PROBLEMS: dict[type[BaseException], ProblemKind] = {
     errors.RequestTooLargeError: ProblemKind(413, "request-too-large", "Request body too large"),
     errors.AuthenticationRequiredError: ProblemKind(401, "unauthorized", "Authentication required"),
     errors.ImageNotFoundError: ProblemKind(404, "image-not-found", "Image not found"),
+    errors.ImageDeletedError: ProblemKind(410, "image-deleted", "Image deleted"),
     errors.BlobNotFoundError: ProblemKind(
         404,
         "content-not-found",
@@ -163,6 +174,8 @@ PATTERN_MESSAGES = {
     "prompt": PROMPT_MESSAGE,
     "guid": GUID_MESSAGE,
     "Idempotency-Key": IDEMPOTENCY_KEY_MESSAGE,
+    "created_after": ISO_TIME_MESSAGE,
+    "created_before": ISO_TIME_MESSAGE,
 }
 _LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
@@ -194,12 +207,18 @@ def job_problem(error: JobError, *, instance: str) -> dict[str, Any]:
 
 
 def exception_to_response(exc: BaseException, *, instance: str) -> Response:
-    """Turn any exception into its problem response; unknown ones are logged with their trace."""
+    """Turn any exception into its problem response, or OpenAI's error shape under /v1/ (the route
+    family `instance` names); unknown ones are logged with their trace."""
+    openai = is_openai_path(instance)
     if isinstance(exc, RequestValidationError):
         details = _validation_errors(exc)
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         loc = first["loc"][1:] if first["loc"][:1] and first["loc"][0] in _LOCATIONS else first["loc"]
         where = ".".join(loc) or "request body"
+        if openai:
+            # OpenAI's `param` names the top-level field; the rest of a location is pydantic's detail.
+            message, error_type = str(first["msg"]), str(first.get("type", ""))
+            return openai_validation_error(str(loc[0]) if loc else None, message, error_type)
         return problem_response(
             422,
             "invalid-request",
@@ -222,6 +241,10 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
         exc = errors.InvalidRequestError(reason, field="body")
     if isinstance(exc, StarletteHTTPException):
         slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
+        if openai:
+            return openai_error_for(
+                None, status=exc.status_code, slug=slug, message=str(exc.detail), headers=exc.headers
+            )
         return problem_response(
             exc.status_code, slug, title, str(exc.detail), instance=instance, headers=exc.headers
         )
@@ -237,6 +260,15 @@ def exception_to_response(exc: BaseException, *, instance: str) -> Response:
     if isinstance(exc, errors.AuthenticationRequiredError):
         headers["WWW-Authenticate"] = 'Bearer realm="pixyproxy"'
     detail = kind.public_detail or (exc.detail if isinstance(exc, errors.JobFailedError) else str(exc))
+    if openai:
+        cause: type[BaseException] = type(exc)
+        if isinstance(exc, errors.JobFailedError):
+            cause = errors.exception_class_named(exc.kind)
+        field = getattr(exc, "field", None)
+        param = field if isinstance(field, str) else None
+        return openai_error_for(
+            cause, status=kind.status, slug=kind.slug, message=detail, param=param, headers=headers
+        )
     return problem_response(kind.status, kind.slug, kind.title, detail, instance=instance, headers=headers)
 
 
@@ -273,6 +305,7 @@ PROBLEM_DESCRIPTIONS = {
     401: "Missing or wrong API key",
     404: "No such image or job",
     409: "Idempotency key reused with another body, or the job was canceled",
+    410: "The image this idempotent request made was deleted since",
     413: "Request body too large",
     415: "Body is not JSON",
     422: "Invalid request, or prompt refused by the generator's content policy",

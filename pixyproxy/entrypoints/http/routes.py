@@ -19,23 +19,29 @@ from pixyproxy.app.requests import (
     DEFAULT_PAGE_LIMIT,
     GUID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
+    ISO_TIME_PATTERN,
+    MAX_GENERATOR_CHARS,
+    MAX_MODEL_CHARS,
     MAX_PAGE_LIMIT,
+    MAX_SEARCH_CHARS,
     GenerateImageRequest,
 )
 from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import InvalidRequestError
-from pixyproxy.domain.models import ImageDetail
+from pixyproxy.domain.models import ImageDetail, JobStatus
 from pixyproxy.entrypoints.container import Container
 from pixyproxy.entrypoints.http.injection import AsyncProvide
-from pixyproxy.entrypoints.http.jobs_routes import JobOut, poll_headers
+from pixyproxy.entrypoints.http.jobs_routes import poll_headers
 from pixyproxy.entrypoints.http.problems import problem_responses
+from pixyproxy.entrypoints.job_documents import JobOut
+from pixyproxy.entrypoints.settings import Settings
 
 router = APIRouter(tags=["images"])
 
-IMMUTABLE = "public, max-age=31536000, immutable"
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, description="The image's GUID.")]
 Service = Annotated[ImageService, Depends(AsyncProvide[Container.image_service])]
 Jobs = Annotated[JobService, Depends(AsyncProvide[Container.job_service])]
+Config = Annotated[Settings, Depends(AsyncProvide[Container.settings])]
 MAX_PREFER_WAIT_S = 60
 
 
@@ -114,7 +120,7 @@ async def require_json_body(request: Request) -> None:
             "model": JobOut,
             "description": "An idempotent replay of an async request whose job has finished",
         },
-        **problem_responses(401, 409, 413, 415, 422, 500, 502, 503),
+        **problem_responses(401, 409, 410, 413, 415, 422, 500, 502, 503),
     },
     dependencies=[Depends(require_json_body)],
 )
@@ -157,6 +163,8 @@ async def generate_image(
             response.headers["Preference-Applied"] = f"wait={wait_s}"
             return detail
     view = await jobs.get(job.id)
+    if not created and view.job.status == JobStatus.SUCCEEDED and view.image is None:
+        await jobs.outcome(view.job)  # its image was deleted: a replay answers 410, never a new job
     status = 200 if not created and view.job.status.finished else 202
     headers = {
         "Location": f"/jobs/{job.id}",
@@ -189,11 +197,58 @@ async def list_images(
     service: Service,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200, description="Opaque; from a Link header.")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_SEARCH_CHARS,
+            description=(
+                "Words the prompt must all contain (case, accents and width ignored; in Chinese, "
+                "Japanese, Korean and Thai any run of characters). Quotes and operators such as "
+                "`*`, `+`, `-` are taken as plain text."
+            ),
+        ),
+    ] = None,
+    generator: Annotated[
+        str | None, Query(max_length=MAX_GENERATOR_CHARS, description="Only images by this generator.")
+    ] = None,
+    model: Annotated[
+        str | None, Query(max_length=MAX_MODEL_CHARS, description="Only images by this model.")
+    ] = None,
+    created_after: Annotated[
+        str | None,
+        Query(
+            pattern=ISO_TIME_PATTERN,
+            description="ISO-8601; only images created strictly after (UTC if no zone).",
+        ),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        Query(
+            pattern=ISO_TIME_PATTERN,
+            description="ISO-8601; only images created strictly before (UTC if no zone).",
+        ),
+    ] = None,
 ) -> list[ImageDetail]:
-    """A page of image details; the next page is announced in a Link header."""
-    page = await service.list_details(limit=limit, cursor=cursor)
+    """A page of image details, filtered if asked; the next page is announced in a Link header."""
+    page = await service.list_details(
+        limit=limit,
+        cursor=cursor,
+        words=q,
+        generator=generator,
+        model=model,
+        created_after=created_after,
+        created_before=created_before,
+    )
     if page.next_cursor is not None:
-        query = urlencode({"limit": limit, "cursor": page.next_cursor})
+        filters = {
+            "q": q,
+            "generator": generator,
+            "model": model,
+            "created_after": created_after,
+            "created_before": created_before,
+        }
+        given = {name: value for name, value in filters.items() if value is not None}
+        query = urlencode({"limit": limit, **given, "cursor": page.next_cursor})
         response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     return page.items
 
@@ -208,6 +263,20 @@ async def list_images(
 async def get_image(guid: GuidPath, service: Service) -> ImageDetail:
     """The detail of one image."""
     return await service.get_detail(guid)
+
+
+@router.delete(
+    "/image/{guid}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete an image: its bytes, then its record",
+    responses={204: {"description": "Deleted"}, **problem_responses(401, 404, 422, 500, 503)},
+)
+@inject
+async def delete_image(guid: GuidPath, service: Service) -> Response:
+    """Delete an image; its idempotency key then replays 410."""
+    await service.delete(guid)
+    return Response(status_code=204)
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -237,14 +306,15 @@ async def get_image_content(
     guid: GuidPath,
     request: Request,
     service: Service,
+    config: Config,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    """The image bytes, with an ETag of their sha256 and immutable caching."""
+    """The image bytes, with an ETag of their sha256 and the configured (by default immutable) caching."""
     detail = await service.get_detail(guid)
     etag = f'"{detail.sha256}"'
     headers = {
         "ETag": etag,
-        "Cache-Control": IMMUTABLE,
+        "Cache-Control": config.http.content_cache_control,
         "X-Content-Type-Options": "nosniff",
         "Content-Disposition": f'inline; filename="{detail.filename}"',
     }
