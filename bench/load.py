@@ -5,6 +5,9 @@ Two modes, each printing one JSON object on standard output:
 - steady: `--concurrency` workers send requests back to back for `--warmup` then `--duration` seconds;
   only requests completed inside the measured window count. Reports requests/s, MiB/s, p50/p99 latency.
 - burst: `--burst N` requests are sent at once; reports the wall time until the last one answered.
+- each: `--urls-file FILE` sends one request to each URL of the file (one a line), `--concurrency` at
+  a time, and measures every one: for requests that can be sent only once (a DELETE) or that take
+  too long for a fixed window. Reports what steady does, over the wall time of the whole list.
 
     python -m bench.load http://127.0.0.1:8000/image/<guid> --concurrency 32 --duration 5 --warmup 2
 """
@@ -19,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
@@ -127,6 +131,62 @@ async def steady(
     }
 
 
+async def each(
+    urls: Sequence[str],
+    *,
+    concurrency: int,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Send one request to each of `urls`, `concurrency` at a time, in order; measure them all."""
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    transport_errors = 0
+    received = 0
+    pending = iter(urls)
+    clients = _clients(concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal transport_errors, received
+        for url in pending:  # one shared iterator: each URL is taken by exactly one worker
+            started = time.perf_counter()
+            try:
+                response = await client.request(method, url, content=body, headers=headers)
+            except httpx.HTTPError:
+                transport_errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] += 1
+            received += len(response.content)
+
+    wall_start = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(client) for client in clients))
+    finally:
+        wall_s = time.perf_counter() - wall_start
+        await _close(clients)
+    latencies.sort()
+    count = len(latencies)
+    ok = sum(n for status, n in statuses.items() if 200 <= status < 400)
+    return {
+        "tool": "httpx",
+        "mode": "each",
+        "url": urls[0] if urls else "",
+        "method": method,
+        "concurrency": concurrency,
+        "duration_s": wall_s,
+        "requests": count,
+        "non_2xx_3xx": count - ok,
+        "transport_errors": transport_errors,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "requests_per_s": count / wall_s if wall_s > 0 else 0.0,
+        "mib_per_s": received / MIB / wall_s if wall_s > 0 else 0.0,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
 async def burst(
     url: str,
     *,
@@ -182,7 +242,8 @@ async def burst(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
-    parser.add_argument("url")
+    parser.add_argument("url", nargs="?", default=None, help="the URL (not with --urls-file)")
+    parser.add_argument("--urls-file", default=None, help="one request to each URL of this file instead")
     parser.add_argument("--method", default="GET")
     parser.add_argument("--body", default=None, help="request body (sent as application/json)")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -201,7 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     headers = dict(header.split(": ", 1) for header in args.header)
     if body is not None:
         headers.setdefault("content-type", "application/json")
-    if args.burst > 0:
+    if args.urls_file is not None:
+        urls = [line.strip() for line in Path(args.urls_file).read_text().splitlines() if line.strip()]
+        result = run_loop(
+            each(urls, concurrency=args.concurrency, method=args.method, body=body, headers=headers)
+        )
+    elif args.url is None:
+        raise SystemExit("a URL, or --urls-file, is needed")
+    elif args.burst > 0:
         result = run_loop(
             burst(
                 args.url,

@@ -8,7 +8,8 @@ writes bench/results.json. Figures are printed, never asserted: this is not a te
 Environment: BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_ROUNDS (3), BENCH_CONCURRENCY (32),
 BENCH_LOADGEN=httpx (force the Python load generator), BENCH_PROFILE=0 (no py-spy on a miss),
 BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306/pixyproxy_bench; the databases are created and dropped),
-BENCH_AMQP_URL (amqp://guest:guest@127.0.0.1:5672/; the job figures' queues are created and deleted).
+BENCH_AMQP_URL (amqp://guest:guest@127.0.0.1:5672/; the job figures' queues are created and deleted),
+BENCH_ONLY (comma-separated figure keys or their prefixes, e.g. `8,9-delete`: run only those figures).
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ class Settings:
     profile: bool = os.environ.get("BENCH_PROFILE", "1") != "0"
     mysql_url: str = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/pixyproxy_bench")
     amqp_url: str = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    only: tuple[str, ...] = tuple(t.strip() for t in os.environ.get("BENCH_ONLY", "").split(",") if t.strip())
+
+    def selected(self, *keys: str) -> bool:
+        """Whether any of these figure keys (or key prefixes, like "4") is to run: all, without BENCH_ONLY."""
+        if not self.only:
+            return True
+        return any(
+            key == token or key.startswith(token + "-") or token.startswith(key + "-")
+            for key in keys
+            for token in self.only
+        )
 
 
 @dataclass
@@ -337,15 +349,30 @@ def deep_page_url(server: Server, *, limit: int, page: int) -> str:
     return url
 
 
+SEARCH_LIMIT = 100
+MYSQL_KEYS = (
+    ("1-mariadb", "GET /image/{guid} req/s, MariaDB vs bare FastAPI", ">= 0.5"),
+    ("4-first", f"GET /image?limit={PAGE_LIMIT} first page p50, 1M / 1k rows", "<= 1.5"),
+    ("4-deep", f"GET /image page {DEEP_PAGES} by cursor p50, 1M / 1k rows", "<= 1.5"),
+    (
+        "8-search-rare",
+        f"GET /image?q=<rare>&limit={SEARCH_LIMIT} p50, 1M rows, vs unfiltered",
+        "<= 3.0",
+    ),
+    (
+        "8-search-common",
+        f"GET /image?q=<30 % word>&limit={SEARCH_LIMIT} p50, 1M rows, vs unfiltered",
+        "<= 3.0",
+    ),
+)
+
+
 def mysql_figures(
     settings: Settings, workdir: Path, seeded: Seeded
 ) -> tuple[list[Figure], dict[str, int | None]]:
-    """Figure 1 on MariaDB, and figure 4: GET /image at 1,000 and at 1,000,000 rows."""
-    keys = (
-        ("1-mariadb", "GET /image/{guid} req/s, MariaDB vs bare FastAPI", ">= 0.5"),
-        ("4-first", f"GET /image?limit={PAGE_LIMIT} first page p50, 1M / 1k rows", "<= 1.5"),
-        ("4-deep", f"GET /image page {DEEP_PAGES} by cursor p50, 1M / 1k rows", "<= 1.5"),
-    )
+    """Figure 1 on MariaDB; figure 4, GET /image at 1,000 and at 1,000,000 rows; figure 8, search pages
+    at 1,000,000 rows. One database of a million rows serves figures 4 and 8."""
+    keys = tuple(k for k in MYSQL_KEYS if settings.selected(k[0]))
 
     def unavailable(reason: str) -> list[Figure]:
         return [Figure(key, title, reason, "", None, target, "n/a") for key, title, target in keys]
@@ -356,12 +383,26 @@ def mysql_figures(
     base = parse_mysql_url(settings.mysql_url).database
     small_url = mariadb.url_with_database(settings.mysql_url, base + "_1k")
     large_url = mariadb.url_with_database(settings.mysql_url, base + "_1m")
+    need_small = settings.selected("1-mariadb", "4")
+    need_large = settings.selected("4", "8")
     try:
-        log(f"figure 4: loading {SMALL:,} and {LARGE:,} images into MariaDB")
-        small = mariadb.create_loaded_database(small_url, rows=SMALL, seeded=seeded.image)
-        large = mariadb.create_loaded_database(large_url, rows=LARGE, seeded=seeded.image)
-        log(f"loaded {large.rows:,} rows in {large.load_s:.0f} s")
-        return _measure_mysql(settings, workdir, seeded, small_url, large_url, keys, loads=[small, large])
+        loads = []
+        if need_small:
+            loads.append(mariadb.create_loaded_database(small_url, rows=SMALL, seeded=seeded.image))
+        if need_large:
+            log(f"figures 4 and 8: loading {LARGE:,} images into MariaDB, with their search columns")
+            large = mariadb.create_loaded_database(large_url, rows=LARGE, seeded=seeded.image)
+            log(f"loaded {large.rows:,} rows in {large.load_s:.0f} s")
+            loads.append(large)
+        return _measure_mysql(
+            settings,
+            workdir,
+            seeded,
+            small_url if need_small else None,
+            large_url if need_large else None,
+            keys,
+            loads=loads,
+        )
     finally:
         mariadb.drop_database(small_url)
         mariadb.drop_database(large_url)
@@ -371,26 +412,51 @@ def _measure_mysql(
     settings: Settings,
     workdir: Path,
     seeded: Seeded,
-    small_url: str,
-    large_url: str,
+    small_url: str | None,
+    large_url: str | None,
     keys: tuple[tuple[str, str, str], ...],
     *,
-    loads: list[Any],
+    loads: list[mariadb.LoadedDatabase],
 ) -> tuple[list[Figure], dict[str, int | None]]:
     def env(url: str) -> dict[str, str]:
         return pixyproxy_env(seeded.data_dir, PIXYPROXY_REPOSITORY="mysql", PIXYPROXY_MYSQL_URL=url)
 
+    titles = {key: title for key, title, _ in keys}
+    load_details = [{"rows": load.rows, "load_s": load.load_s} for load in loads]
+    figures: list[Figure] = []
+    rss: dict[str, int | None] = {}
+    with contextlib.ExitStack() as stack:
+        small = large = None
+        if small_url is not None:
+            small = stack.enter_context(
+                running("pixyproxy-mysql-1k", PIXYPROXY_APP, env=env(small_url), log_dir=workdir)
+            )
+        if large_url is not None:
+            large = stack.enter_context(
+                running("pixyproxy-mysql-1m", PIXYPROXY_APP, env=env(large_url), log_dir=workdir)
+            )
+        if small is not None and "1-mariadb" in titles:
+            figures.append(_mariadb_read_figure(settings, workdir, seeded, small, titles["1-mariadb"]))
+        if small is not None and large is not None and "4-first" in titles:
+            figures.extend(_page_figures(settings, workdir, small, large, titles, load_details))
+        if large is not None and any(key.startswith("8-") for key in titles):
+            figures.extend(_search_figures(settings, workdir, large, large_url or "", titles, load_details))
+        for server in (small, large):
+            if server is not None:
+                rss[server.name] = server.peak_rss_bytes()
+    return figures, rss
+
+
+def _mariadb_read_figure(
+    settings: Settings, workdir: Path, seeded: Seeded, small: Server, title: str
+) -> Figure:
+    """Figure 1 on MariaDB: GET /image/{guid} req/s against the bare FastAPI baseline."""
     detail_path = f"/image/{seeded.guid}"
-    with (
-        running("baseline-3", BASELINE_APP, env=seeded.baseline_env, log_dir=workdir) as baseline,
-        running("pixyproxy-mysql-1k", PIXYPROXY_APP, env=env(small_url), log_dir=workdir) as small,
-        running("pixyproxy-mysql-1m", PIXYPROXY_APP, env=env(large_url), log_dir=workdir) as large,
-    ):
+    with running("baseline-3", BASELINE_APP, env=seeded.baseline_env, log_dir=workdir) as baseline:
         check_same_answers(small, baseline, seeded.detail)
         log("figure 1: GET /image/{guid}, PixyProxy on MariaDB vs bare FastAPI")
-        key, title, _ = keys[0]
         fig1 = ratio_figure(
-            key,
+            "1-mariadb",
             title,
             compare(small.base_url + detail_path, baseline.base_url + detail_path, settings),
             metric="requests_per_s",
@@ -399,37 +465,166 @@ def _measure_mysql(
         )
         if fig1.verdict == "MISS":
             profile_miss(fig1, small, baseline, detail_path, settings, workdir)
+    return fig1
 
-        log(f"figure 4: first page and page {DEEP_PAGES}, at {SMALL:,} and {LARGE:,} rows")
-        urls = {
-            "first": (
-                f"{small.base_url}/image?limit={PAGE_LIMIT}",
-                f"{large.base_url}/image?limit={PAGE_LIMIT}",
-            ),
-            "deep": (
-                deep_page_url(small, limit=PAGE_LIMIT, page=DEEP_PAGES),
-                deep_page_url(large, limit=PAGE_LIMIT, page=DEEP_PAGES),
-            ),
-        }
-        runs: dict[str, Comparison] = {name: Comparison(subject=[], baseline=[]) for name in urls}
-        for _ in range(settings.rounds):
-            for name, (small_page, large_page) in urls.items():
-                runs[name].baseline.append(
-                    steady(small_page, settings, concurrency=settings.latency_concurrency)
-                )
-                runs[name].subject.append(
-                    steady(large_page, settings, concurrency=settings.latency_concurrency)
-                )
-        figures = [fig1]
-        for (key, title, _), name in zip(keys[1:], urls, strict=True):
-            figure = latency_figure(key, title, runs[name], target=1.5)
-            figure.details["loads"] = [{"rows": load.rows, "load_s": load.load_s} for load in loads]
-            if figure.verdict == "MISS":
-                path = urls[name][1].removeprefix(large.base_url)
-                profile_miss(figure, large, small, path, settings, workdir)
-            figures.append(figure)
-        rss = {"pixyproxy-mysql-1k": small.peak_rss_bytes(), "pixyproxy-mysql-1m": large.peak_rss_bytes()}
-    return figures, rss
+
+def _page_figures(
+    settings: Settings,
+    workdir: Path,
+    small: Server,
+    large: Server,
+    titles: dict[str, str],
+    load_details: list[dict[str, Any]],
+) -> list[Figure]:
+    """Figure 4: the first page and page DEEP_PAGES of GET /image, at 1,000,000 rows against 1,000."""
+    log(f"figure 4: first page and page {DEEP_PAGES}, at {SMALL:,} and {LARGE:,} rows")
+    urls = {
+        "first": (
+            f"{small.base_url}/image?limit={PAGE_LIMIT}",
+            f"{large.base_url}/image?limit={PAGE_LIMIT}",
+        ),
+        "deep": (
+            deep_page_url(small, limit=PAGE_LIMIT, page=DEEP_PAGES),
+            deep_page_url(large, limit=PAGE_LIMIT, page=DEEP_PAGES),
+        ),
+    }
+    runs: dict[str, Comparison] = {name: Comparison(subject=[], baseline=[]) for name in urls}
+    for _ in range(settings.rounds):
+        for name, (small_page, large_page) in urls.items():
+            runs[name].baseline.append(steady(small_page, settings, concurrency=settings.latency_concurrency))
+            runs[name].subject.append(steady(large_page, settings, concurrency=settings.latency_concurrency))
+    figures = []
+    for key, name in (("4-first", "first"), ("4-deep", "deep")):
+        figure = latency_figure(key, titles[key], runs[name], target=1.5)
+        figure.details["loads"] = load_details
+        if figure.verdict == "MISS":
+            path = urls[name][1].removeprefix(large.base_url)
+            profile_miss(figure, large, small, path, settings, workdir)
+        figures.append(figure)
+    return figures
+
+
+SEARCH_TARGET = 3.0
+MIN_EACH_REQUESTS = 8  # a p50 over fewer says little
+MAX_EACH_REQUESTS = 5_000
+
+
+def page_latency(url: str, settings: Settings, *, concurrency: int) -> dict[str, Any]:
+    """p50 latency of `url` over about `duration_s` of requests, each one measured (drive.each).
+
+    A common word's page can take seconds, which leaves a fixed window of a few seconds with one
+    request or none inside it; so both sides of a search figure send a number of requests sized
+    from a sequential warm-up of `warmup_s` (at least two requests) to fill `duration_s`.
+    """
+    times: list[float] = []
+    with httpx.Client(timeout=120) as client:
+        deadline = time.monotonic() + settings.warmup_s
+        while len(times) < 2 or time.monotonic() < deadline:
+            started = time.perf_counter()
+            client.get(url).raise_for_status()
+            times.append(time.perf_counter() - started)
+    each_s = statistics.median(times)
+    count = int(settings.duration_s * concurrency / each_s) if each_s > 0 else MAX_EACH_REQUESTS
+    count = max(MIN_EACH_REQUESTS, min(MAX_EACH_REQUESTS, count))
+    result = drive.each([url] * count, concurrency=concurrency)
+    result["warmup_median_ms"] = each_s * 1000
+    return result
+
+
+def check_search_pages(large: Server, urls: dict[str, str]) -> dict[str, int]:
+    """Each page must hold what the loader put there (every image with the word), or it prices nothing."""
+    expect = {
+        "unfiltered": SEARCH_LIMIT,
+        "rare": min(SEARCH_LIMIT, mariadb.expected_matches(LARGE, mariadb.RARE_WORD)),
+        "common": min(SEARCH_LIMIT, mariadb.expected_matches(LARGE, mariadb.COMMON_WORD)),
+    }
+    words = {"rare": mariadb.RARE_WORD, "common": mariadb.COMMON_WORD}
+    with httpx.Client(timeout=120) as client:
+        for name, url in urls.items():
+            response = client.get(url)
+            page = response.json() if response.status_code == 200 else None
+            if not isinstance(page, list) or len(page) != expect[name]:
+                raise RuntimeError(f"{large.name}: {url} answered {response.status_code}, not {expect[name]}")
+            word = words.get(name)
+            if word is not None and not all(word in image["prompt"].split() for image in page):
+                raise RuntimeError(f"{large.name}: {url} answered an image without {word!r}")
+    return expect
+
+
+def _search_figures(
+    settings: Settings,
+    workdir: Path,
+    large: Server,
+    large_url: str,
+    titles: dict[str, str],
+    load_details: list[dict[str, Any]],
+) -> list[Figure]:
+    """Figure 8: the first page of GET /image?q=<word>&limit=100 at 1,000,000 rows, for a word in 10
+    images and for a word in 30 % of them, against the unfiltered first page on the same server."""
+    base = f"{large.base_url}/image?limit={SEARCH_LIMIT}"
+    urls = {
+        "unfiltered": base,
+        "rare": f"{base}&q={mariadb.RARE_WORD}",
+        "common": f"{base}&q={mariadb.COMMON_WORD}",
+    }
+    found = check_search_pages(large, urls)
+    log(
+        f"figure 8: q={mariadb.RARE_WORD} ({mariadb.expected_matches(LARGE, mariadb.RARE_WORD):,} images),"
+        f" q={mariadb.COMMON_WORD} ({mariadb.expected_matches(LARGE, mariadb.COMMON_WORD):,}) and unfiltered,"
+        f" limit={SEARCH_LIMIT}, at {LARGE:,} rows"
+    )
+    wanted = [name for name in ("rare", "common") if f"8-search-{name}" in titles]
+    unfiltered: list[dict[str, Any]] = []
+    searched: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted}
+    for _ in range(settings.rounds):
+        unfiltered.append(
+            page_latency(urls["unfiltered"], settings, concurrency=settings.latency_concurrency)
+        )
+        for name in wanted:
+            searched[name].append(
+                page_latency(urls[name], settings, concurrency=settings.latency_concurrency)
+            )
+    figures = []
+    for name in wanted:
+        key = f"8-search-{name}"
+        word = mariadb.RARE_WORD if name == "rare" else mariadb.COMMON_WORD
+        matches = mariadb.expected_matches(LARGE, word)
+        comparison = Comparison(subject=searched[name], baseline=unfiltered)
+        figure = latency_figure(
+            key,
+            titles[key],
+            comparison,
+            target=SEARCH_TARGET,
+            subject_label=f"q={word}",
+            baseline_label="no q",
+        )
+        plan = mariadb.explain_search(large_url, word, limit=SEARCH_LIMIT)
+        summary = plan["summary"]
+        figure.details.update(
+            loads=load_details, matches=matches, page_size=found[name], plan=plan, urls=urls
+        )
+        figure.note = "; ".join(
+            filter(
+                None,
+                [
+                    f"{matches:,} of {LARGE:,} images hold {word!r};"
+                    f" MariaDB plan: {summary['access_type']} on {summary['key']}, then filesort"
+                    f" (priority queue {summary['priority_queue']}); ANALYZE: {summary['rows_read']:,}"
+                    f" rows read, {summary['pages_accessed'] or 0:,} pages,"
+                    f" {(summary['optimization_ms'] or 0) + (summary['execution_ms'] or 0):,.0f} ms"
+                    " in the server",
+                    figure.note,
+                ],
+            )
+        )
+        if figure.verdict == "MISS":
+            path = urls[name].removeprefix(large.base_url)
+            log(f"{key} missed its target: profiling {large.name} on q, then without")
+            figure.details["profile"] = profile_during(large, urls[name], settings, workdir)
+            figure.details["baseline_profile"] = profile_during(large, urls["unfiltered"], settings, workdir)
+            figure.details["profile_path"] = path
+        figures.append(figure)
+    return figures
 
 
 def latency_figure(
@@ -864,6 +1059,98 @@ def broker_drops(workdir: Path) -> list[float]:
     return times
 
 
+# --- figure 9: DELETE /image/{guid}, against GET /image/{guid} on the same server -------------------------
+
+DELETE = drive.Request(method="DELETE")
+DELETE_IMAGES = 200  # per side and round: each DELETE and each GET touches an image no request has
+DELETE_WARMUP = 20
+DELETE_BLOB_BYTES = 4096
+
+
+def check_deleted(server: Server, guids: list[str], blob_dir: Path) -> None:
+    """Deleted images must be gone from the API and the disk, or the figure priced something else."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        for guid in guids[:5]:
+            for path in (f"/image/{guid}", f"/image/{guid}/content"):
+                status = client.get(path).status_code
+                if status != 404:
+                    raise RuntimeError(f"{server.name}: {path} answered {status} after its DELETE")
+    left = {path.stem for path in blob_dir.rglob("*") if path.is_file()}
+    if left & set(guids):
+        raise RuntimeError(f"{server.name}: {len(left & set(guids))} deleted images' files are still on disk")
+
+
+def delete_latency_figure(settings: Settings, workdir: Path) -> tuple[Figure, int | None]:
+    """Figure 9: p50 of DELETE /image/{guid} against p50 of GET /image/{guid}, on the embedded default.
+
+    Small images (4 KiB) are seeded through the SQLite and local-disk adapters before the server
+    starts, so no record is cached in it. Each round GETs `DELETE_IMAGES` of them and DELETEs as many
+    others, every request on an image no request has touched: both sides read the record from SQLite
+    once (the delete looks the image up first), and the ratio prices what a delete adds to a read
+    (removing the file and the thumbnails' files, deleting the row and its FTS5 entry, the commit).
+    Both go through bench.load's `each` mode at 4 connections: a DELETE can be sent once per image,
+    which a fixed-duration load cannot do. No target: the issue sets none.
+    """
+    key, title = "9-delete", "DELETE /image/{guid} p50, vs GET /image/{guid}"
+    data_dir = workdir / "data-delete"
+    per_round = 2 * DELETE_IMAGES
+    guids = asyncio.run(
+        seed.seed_sqlite_images(
+            data_dir,
+            2 * DELETE_WARMUP + settings.rounds * per_round,
+            size=DELETE_BLOB_BYTES,
+            prompt="bench: an image to delete",
+        )
+    )
+    try:
+        with running("pixyproxy-delete", PIXYPROXY_APP, env=pixyproxy_env(data_dir), log_dir=workdir) as pixy:
+
+            def urls(batch: list[str]) -> list[str]:
+                return [f"{pixy.base_url}/image/{guid}" for guid in batch]
+
+            log(f"figure 9: {settings.rounds} x {DELETE_IMAGES} DELETE /image/{{guid}} and as many GETs")
+            concurrency = settings.latency_concurrency
+            warmups = [
+                drive.each(urls(guids[:DELETE_WARMUP]), concurrency=concurrency),
+                drive.each(
+                    urls(guids[DELETE_WARMUP : 2 * DELETE_WARMUP]), concurrency=concurrency, request=DELETE
+                ),
+            ]
+            runs = Comparison(subject=[], baseline=[])
+            deleted = guids[DELETE_WARMUP : 2 * DELETE_WARMUP]
+            for round_ in range(settings.rounds):
+                first = 2 * DELETE_WARMUP + round_ * per_round
+                read, gone = (
+                    guids[first : first + DELETE_IMAGES],
+                    guids[first + DELETE_IMAGES : first + per_round],
+                )
+                runs.baseline.append(drive.each(urls(read), concurrency=concurrency))
+                runs.subject.append(drive.each(urls(gone), concurrency=concurrency, request=DELETE))
+                deleted.extend(gone)
+            check_deleted(pixy, deleted, seed.blob_root(data_dir))
+            rss = pixy.peak_rss_bytes()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    figure = latency_figure(
+        key, title, runs, target=3.0, subject_label="DELETE 204", baseline_label="GET, uncached"
+    )
+    p99 = {side: runs.median(side, "p99_ms") for side in ("subject", "baseline")}
+    figure.target, figure.verdict = "report only", "info" if runs.clean() else "MISS"
+    figure.note = "; ".join(
+        filter(
+            None,
+            [
+                f"p99 {p99['subject']:.2f} vs {p99['baseline']:.2f} ms; {DELETE_IMAGES} of each a round, on"
+                f" images seeded beforehand ({DELETE_BLOB_BYTES // 1024} KiB), each touched once; SQLite +"
+                " local disk",
+                figure.note,
+            ],
+        )
+    )
+    figure.details.update(warmups=warmups, deleted=len(deleted))
+    return figure, rss
+
+
 # --- figure 5 and the report ------------------------------------------------------------------------------
 
 
@@ -945,18 +1232,33 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pixyproxy-bench-"))
     log(f"load generator: {drive.load_tool()}; work dir {workdir}; {public_settings(settings)}")
     seeded = seed_image(workdir)
-    figures, rss = embedded_figures(settings, workdir, seeded)
-    more, more_rss = mysql_figures(settings, workdir, seeded)
-    figures[1:1] = more[:1]  # figure 1 on MariaDB sits beside figure 1 on SQLite
-    fig3 = generate_burst_figure(settings, workdir)
-    figures.append(fig3)
-    rss["pixyproxy-openai"] = fig3.details.get("peak_rss_bytes")
-    figures.extend(more[1:])
-    rss.update(more_rss)
-    accept, rss["pixyproxy-accept"] = accept_latency_figure(settings, workdir)
-    jobs, rss["pixyproxy-jobs-api"] = job_throughput_figure(settings, workdir)
-    figures.append(rss_figure(rss))
-    figures.extend([accept, jobs])
+    figures: list[Figure] = []
+    rss: dict[str, int | None] = {}
+    if settings.selected("1-sqlite", "2-content"):
+        figures, rss = embedded_figures(settings, workdir, seeded)
+    more: list[Figure] = []
+    if settings.selected("1-mariadb", "4", "8"):
+        more, more_rss = mysql_figures(settings, workdir, seeded)
+        rss.update(more_rss)
+    figures[1:1] = [f for f in more if f.key == "1-mariadb"]  # beside figure 1 on SQLite
+    if settings.selected("3-generate"):
+        fig3 = generate_burst_figure(settings, workdir)
+        figures.append(fig3)
+        rss["pixyproxy-openai"] = fig3.details.get("peak_rss_bytes")
+    figures.extend(f for f in more if f.key != "1-mariadb")
+    later: list[Figure] = []
+    if settings.selected("6-accept"):
+        accept, rss["pixyproxy-accept"] = accept_latency_figure(settings, workdir)
+        later.append(accept)
+    if settings.selected("7-jobs"):
+        jobs, rss["pixyproxy-jobs-api"] = job_throughput_figure(settings, workdir)
+        later.append(jobs)
+    if settings.selected("9-delete"):
+        delete, rss["pixyproxy-delete"] = delete_latency_figure(settings, workdir)
+        later.append(delete)
+    if settings.selected("5-rss"):
+        figures.append(rss_figure(rss))
+    figures = [f for f in figures + later if settings.selected(f.key)]
     elapsed = time.monotonic() - started
     report = table(figures)
     print(report)

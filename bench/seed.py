@@ -71,3 +71,21 @@ def write_detail_json(detail: ImageDetail, path: Path) -> Path:
     """The detail as PixyProxy's HTTP API renders it, for the baseline app to hold in memory."""
     path.write_text(json.dumps(detail.model_dump(mode="json")))
     return path
+
+
+async def seed_sqlite_images(data_dir: Path, count: int, *, size: int, prompt: str) -> list[str]:
+    """Store `count` small images through one SQLite repository and local blob store; their GUIDs."""
+    repository = SqliteImageRepository(sqlite_path(data_dir))
+    blobs = LocalDiskBlobStore(blob_root(data_dir))
+    guids = []
+    try:
+        for i in range(count):
+            data = png_looking_blob(size)
+            image = new_image(data, prompt=f"{prompt} {i}")
+            await blobs.put(image.filename, data, content_type=image.content_type)
+            await repository.add(image)
+            guids.append(str(image.guid))
+    finally:
+        await repository.close()
+        await blobs.close()
+    return guids

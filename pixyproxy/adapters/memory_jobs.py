@@ -44,10 +44,17 @@ class InMemoryJobRepository:
             raise JobNotFoundError(job_id) from None
 
     async def list_page(
-        self, *, limit: int, after: PageKey | None = None, status: JobStatus | None = None
+        self,
+        *,
+        limit: int,
+        after: PageKey | None = None,
+        status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Newest first, strictly after `after`, of one status if asked."""
+        """Newest first, strictly after `after`, of one status and one owner if asked."""
         jobs = sorted(self.jobs.values(), key=_newest_first, reverse=True)
+        if owner is not None:
+            jobs = [j for j in jobs if j.owner == owner]
         if status is not None:
             jobs = [j for j in jobs if j.status == status]
         if after is not None:

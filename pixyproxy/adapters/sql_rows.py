@@ -28,7 +28,7 @@ from pixyproxy.domain.models import (
 
 JOB_COLUMNS = (
     "id, prompt, size, status, attempts, created_at, started_at, finished_at, lease_until,"
-    " cancel_requested, published, image_guid, error, idem_key, request_hash, webhook, webhook_events"
+    " cancel_requested, published, image_guid, error, idem_key, request_hash, webhook, webhook_events, owner"
 )
 DELIVERY_COLUMNS = (
     "id, job_id, event, url, body, status, attempts, last_status, created_at, next_attempt_at,"
@@ -63,6 +63,7 @@ class RowMapping:
             "generation": image.generation.model_dump_json(),
             "created_at": self.to_db_time(image.created_at),
             "updated_at": self.to_db_time(image.updated_at),
+            "owner": image.owner,
         }
 
     def row_to_image(self, row: Row) -> ImageRecord:
@@ -78,6 +79,7 @@ class RowMapping:
             generation=GenerationInfo.model_validate_json(row["generation"]),
             created_at=self.from_db_time(row["created_at"]),
             updated_at=self.from_db_time(row["updated_at"]),
+            owner=row["owner"],
         )
 
     def job_to_row(self, job: NewJob) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class RowMapping:
             "published": int(job.published),
             "webhook": job.webhook,
             "webhook_events": json.dumps(list(job.webhook_events_filter), separators=(",", ":")),
+            "owner": job.owner,
         }
 
     def row_to_job(self, row: Row) -> Job:
@@ -116,6 +119,7 @@ class RowMapping:
             request_hash=row["request_hash"],
             webhook=row["webhook"],
             webhook_events_filter=tuple(json.loads(events)) if events else _DEFAULT_WEBHOOK_EVENTS,
+            owner=row["owner"],
         )
 
     def delivery_to_row(self, delivery: NewWebhookDelivery) -> dict[str, Any]:

@@ -85,16 +85,26 @@ DROP TABLE IF EXISTS idempotency_keys;
 _ADDED_JOB_COLUMNS = (
     ("webhook", "ALTER TABLE jobs ADD COLUMN webhook TEXT"),
     ("webhook_events", "ALTER TABLE jobs ADD COLUMN webhook_events TEXT"),
+    ("owner", "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous'"),
+)
+# Columns added to the images table after its first release (the search ones are _SEARCH_COLUMNS).
+_ADDED_IMAGE_COLUMNS = (("owner", "ALTER TABLE images ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous'"),)
+# Indexes on added columns: created once the columns exist. An owner's page is one index range.
+_ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS images_by_owner ON images (owner, created_at DESC, guid DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, id DESC)",
 )
 
-_COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
+_COLUMNS = (
+    "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at, owner"
+)
 _SELECT = "SELECT " + _COLUMNS + " FROM images"  # noqa: S608  # constants only; values are :named
 _NEWEST_FIRST = " ORDER BY created_at DESC, guid DESC LIMIT :limit"
 _SEARCH_SELECT = (
     "SELECT images.id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at,"
-    " updated_at FROM images_search CROSS JOIN images ON images.id = images_search.rowid"
+    " updated_at, owner FROM images_search CROSS JOIN images ON images.id = images_search.rowid"
 )
-_EQUALS = {"generator": "generator = :generator", "model": "model = :model"}
+_EQUALS = {"generator": "generator = :generator", "model": "model = :model", "owner": "owner = :owner"}
 
 
 def _timestamp(value: datetime) -> str:
@@ -111,15 +121,20 @@ ROWS = RowMapping(to_db_time=_timestamp, from_db_time=_parse_timestamp)
 
 
 async def _add_missing_job_columns(connection: aiosqlite.Connection) -> None:
-    """Bring an older file's jobs table up to SCHEMA; safe to repeat, and in two processes at once."""
-    present = {row["name"] for row in await connection.execute_fetchall("PRAGMA table_info(jobs)", {})}
-    for name, statement in _ADDED_JOB_COLUMNS:
-        if name not in present:
-            try:
-                await connection.execute(statement)
-            except sqlite3.OperationalError as err:
-                if "duplicate column" not in str(err):  # not merely another process adding it first
-                    raise
+    """Bring an older file's jobs and images tables up to SCHEMA (added columns and their indexes);
+    safe to repeat, and in two processes at once."""
+    for table, added in (("jobs", _ADDED_JOB_COLUMNS), ("images", _ADDED_IMAGE_COLUMNS)):
+        rows = await connection.execute_fetchall(f"PRAGMA table_info({table})", {})
+        present = {row["name"] for row in rows}
+        for name, statement in added:
+            if name not in present:
+                try:
+                    await connection.execute(statement)
+                except sqlite3.OperationalError as err:
+                    if "duplicate column" not in str(err):  # not merely another process adding it first
+                        raise
+    for statement in _ADDED_INDEXES:
+        await connection.execute(statement)
 
 
 # Search and filter columns, added to the images table after its first release. search_words holds
@@ -245,10 +260,10 @@ class SqliteImageRepository:
         """Insert a record; its id comes from SQLite."""
         try:
             rows = await self._fetch(
-                "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256,"  # noqa: S608
-                " generation, created_at, updated_at, generator, model, search_words) VALUES (:guid,"
-                " :prompt, :filename, :content_type, :size_bytes, :sha256, :generation, :created_at,"
-                " :updated_at, :generator, :model, :search_words) RETURNING " + _COLUMNS,
+                "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256,"
+                " generation, created_at, updated_at, generator, model, search_words, owner) VALUES"
+                " (:guid, :prompt, :filename, :content_type, :size_bytes, :sha256, :generation,"
+                " :created_at, :updated_at, :generator, :model, :search_words, :owner) RETURNING " + _COLUMNS,
                 {**ROWS.image_to_row(image), **search_columns(image.prompt, image.generation)},
             )
         except sqlite3.IntegrityError as err:
@@ -287,7 +302,7 @@ class SqliteImageRepository:
                 source = _SEARCH_SELECT
                 conditions.append("images_search MATCH :words")
                 params["words"] = fts5_match(filters.words)
-            for name in ("generator", "model"):
+            for name in ("generator", "model", "owner"):
                 if getattr(filters, name) is not None:
                     conditions.append(_EQUALS[name])
                     params[name] = getattr(filters, name)

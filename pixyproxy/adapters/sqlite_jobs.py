@@ -16,8 +16,8 @@ _SELECT = "SELECT " + JOB_COLUMNS + " FROM jobs"  # noqa: S608  # constants only
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC LIMIT :limit"
 _INSERT = (
     "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published,"  # noqa: S608
-    " webhook, webhook_events) VALUES (:id, :prompt, :size, 'queued', :created_at, :idem_key,"
-    " :request_hash, :published, :webhook, :webhook_events) RETURNING " + JOB_COLUMNS
+    " webhook, webhook_events, owner) VALUES (:id, :prompt, :size, 'queued', :created_at, :idem_key,"
+    " :request_hash, :published, :webhook, :webhook_events, :owner) RETURNING " + JOB_COLUMNS
 )
 _FINISHED = "('succeeded', 'failed', 'canceled')"
 _CLAIMABLE = (
@@ -58,11 +58,19 @@ class SqliteJobRepository:
         return ROWS.row_to_job(rows[0])
 
     async def list_page(
-        self, *, limit: int, after: PageKey | None = None, status: JobStatus | None = None
+        self,
+        *,
+        limit: int,
+        after: PageKey | None = None,
+        status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Newest first by (created_at, id), keyset-paged, of one status if asked."""
+        """Newest first by (created_at, id), keyset-paged, of one status and one owner if asked."""
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit}
+        if owner is not None:
+            where.append("owner = :owner")
+            params["owner"] = owner
         if status is not None:
             where.append("status = :status")
             params["status"] = status.value

@@ -40,9 +40,11 @@ from pixyproxy.domain.exceptions import (
     JobNotFoundError,
     JobQueueUnavailableError,
     JobTimeoutError,
+    QuotaExceededError,
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
+    ANONYMOUS,
     ImageDetail,
     Job,
     JobError,
@@ -53,6 +55,7 @@ from pixyproxy.domain.models import (
     utc_now,
 )
 from pixyproxy.ports import JobEvents, JobQueue, JobRepository
+from pixyproxy.ports.quota import QuotaDecision, QuotaGate
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ class JobService:
         timing: JobTiming | None = None,
         events: JobEvents | None = None,
         webhooks: WebhookService | NoWebhooks | None = None,
+        quota: QuotaGate | None = None,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], UUID] = uuid4,
     ) -> None:
@@ -130,6 +134,7 @@ class JobService:
         self._timing = timing or JobTiming()
         self._events = events or NoJobEvents()
         self._webhooks = webhooks or NoWebhooks()
+        self._quota = quota
         self._clock = clock
         self._new_id = new_id
 
@@ -142,18 +147,27 @@ class JobService:
         idempotency_key: str | None = None,
         publish: bool = True,
         run_here: bool = False,
+        owner: str = ANONYMOUS,
+        charge: bool = True,
     ) -> tuple[Job, bool]:
         """Record a queued job and publish it; (the job, True). With an idempotency key already used
         with the same body: (that job, False); with another body: IdempotencyConflictError.
 
         A broker that cannot be reached does not refuse the job: it stays queued, unpublished, and
         the sweep publishes it once the broker is back. `run_here`: the caller runs the job itself
-        (no broker), so it is never published, by this call or by the sweep.
+        (no broker), so it is never published, by this call or by the sweep. `owner` (the caller's key
+        name) owns the job and its image; idempotency keys are each owner's own. `charge`: spend one
+        image of the owner's generation quota first (QuotaExceededError when none is left).
         """
         validated = parse_generate_request(request)
         if validated.webhook is not None:
             await self._webhooks.check(validated.webhook)
         key = parse_idempotency_key(idempotency_key) if idempotency_key is not None else None
+        if charge:  # once the request is known to be valid: a refused one spends nothing
+            await self.charge(owner, 1)
+        if key is not None and owner != ANONYMOUS:
+            # Two owners' equal keys are two keys: neither replays, nor learns of, the other's job.
+            key = f"{owner}:{key}"
         request_hash = hashlib.sha256(validated.model_dump_json().encode()).hexdigest() if key else None
         if key is not None:
             await self._jobs.forget_idempotency_keys(
@@ -170,6 +184,7 @@ class JobService:
                 published=run_here,
                 webhook=validated.webhook,
                 webhook_events_filter=tuple(validated.webhook_events_filter or ("completed",)),
+                owner=owner,
             )
             job, created = await self._jobs.add(new_job)
             if created:
@@ -190,13 +205,18 @@ class JobService:
         *,
         idempotency_key: str | None = None,
         on_submit: Callable[[Job, bool], None] | None = None,
+        owner: str = ANONYMOUS,
+        charge: bool = True,
     ) -> ImageDetail:
         """Generate as a job and wait for it: the image's detail, or the job's error raised again.
 
         `on_submit` is told the job and whether this call created it, as soon as it is recorded.
+        `charge`: spend one image of the owner's generation quota first.
         """
         inline = self._queue.in_process
-        job, created = await self.submit(request, idempotency_key=idempotency_key, run_here=inline)
+        job, created = await self.submit(
+            request, idempotency_key=idempotency_key, run_here=inline, owner=owner, charge=charge
+        )
         if on_submit is not None:
             on_submit(job, created)
         if inline and job.status == JobStatus.QUEUED:
@@ -211,7 +231,12 @@ class JobService:
         return await self.outcome(await self.wait(job.id, timeout_s=self._timing.sync_wait_s))
 
     async def generate_many(
-        self, request: GenerateImageRequest | object, *, count: int, idempotency_key: str | None = None
+        self,
+        request: GenerateImageRequest | object,
+        *,
+        count: int,
+        idempotency_key: str | None = None,
+        owner: str = ANONYMOUS,
     ) -> list[ImageDetail]:
         """`count` images of one request, as `count` jobs run at once: all their details, or the first
         error, after canceling the request's other jobs and deleting the images they made.
@@ -222,6 +247,10 @@ class JobService:
         validated = parse_generate_request(request)
         if idempotency_key is not None:
             parse_idempotency_key(idempotency_key)
+        if validated.webhook is not None:
+            await self._webhooks.check(validated.webhook)
+        # All `count` images or none: a quota with fewer left refuses the request before any job.
+        await self.charge(owner, count)
         created: list[UUID] = []
 
         def note(job: Job, new: bool) -> None:
@@ -235,7 +264,11 @@ class JobService:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self.generate_now(validated, idempotency_key=key, on_submit=note))
+                    group.create_task(
+                        self.generate_now(
+                            validated, idempotency_key=key, on_submit=note, owner=owner, charge=False
+                        )
+                    )
                     for key in keys
                 ]
         except BaseExceptionGroup as failed:
@@ -245,6 +278,25 @@ class JobService:
             await asyncio.shield(self._discard(created))
             raise
         return [task.result() for task in tasks]
+
+    async def charge(self, owner: str, cost: int) -> QuotaDecision:
+        """Spend `cost` images of the owner's generation quota, all or none. Raises
+        QuotaExceededError, having spent nothing, when fewer are left."""
+        if self._quota is None:
+            return QuotaDecision(allowed=True)
+        decision = await self._quota.take(owner, cost)
+        if not decision.allowed:
+            remaining = decision.remaining
+            # When the windows short of `cost` have moved on; a cost above a window's limit never fits.
+            short = [w.reset_s for w in decision.windows if w.remaining < cost]
+            raise QuotaExceededError(
+                owner,
+                quota="generation",
+                cost=cost,
+                remaining=0 if remaining is None else remaining,
+                retry_after_s=max(max(short, default=decision.retry_after_s), 1.0),
+            )
+        return decision
 
     async def _discard(self, job_ids: list[UUID]) -> None:
         """Cancel these jobs, delete the images they made and free their keys: none of it is kept."""
@@ -295,31 +347,50 @@ class JobService:
 
     # Reading and canceling --------------------------------------------------------------------
 
-    async def get(self, job_id: str | UUID) -> JobView:
-        """One job with its image. Raises JobNotFoundError."""
-        return await self._view(await self._jobs.get(_parse_job_id(job_id)))
+    async def get(self, job_id: str | UUID, *, visible_to: str | None = None) -> JobView:
+        """One job with its image. Raises JobNotFoundError, also for another owner's job when
+        `visible_to` names an owner (tenant isolation)."""
+        return await self._view(await self._visible_job(_parse_job_id(job_id), visible_to))
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, limit: int = DEFAULT_PAGE_LIMIT, cursor: str | None = None
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        cursor: str | None = None,
+        owner: str | None = None,
+        visible_to: str | None = None,
     ) -> JobPage:
-        """A page of jobs, newest first, of one status if asked, and the cursor of the next page."""
+        """A page of jobs, newest first, of one status and one owner if asked, and the cursor of the
+        next page; with `visible_to`, only that owner's."""
         after = decode_cursor(cursor) if cursor else None
-        jobs = await self._jobs.list_page(limit=parse_limit(limit) + 1, after=after, status=status)
+        if visible_to is not None and owner not in (None, visible_to):
+            return JobPage(items=[], next_cursor=None)
+        jobs = await self._jobs.list_page(
+            limit=parse_limit(limit) + 1, after=after, status=status, owner=visible_to or owner
+        )
         page, more = jobs[:limit], len(jobs) > limit
         next_cursor = (
             encode_cursor(PageKey(created_at=page[-1].created_at, guid=page[-1].id)) if more else None
         )
         return JobPage(items=[await self._view(job) for job in page], next_cursor=next_cursor)
 
-    async def cancel(self, job_id: str | UUID) -> JobView:
+    async def cancel(self, job_id: str | UUID, *, visible_to: str | None = None) -> JobView:
         """Cancel a job: a queued one at once, a running one when its worker next checks (a second
-        or so). A finished job is unchanged; canceling twice is harmless."""
+        or so). A finished job is unchanged; canceling twice is harmless. Another owner's job, with
+        `visible_to`, is JobNotFoundError."""
         job_id = _parse_job_id(job_id)
-        before = await self._jobs.get(job_id)
+        before = await self._visible_job(job_id, visible_to)
         after = await self._jobs.cancel(job_id, now=self._clock())
         if before.status == JobStatus.QUEUED and after.status == JobStatus.CANCELED:
             await self._tell("finished", after)
         return await self._view(after)
+
+    async def _visible_job(self, job_id: UUID, visible_to: str | None) -> Job:
+        job = await self._jobs.get(job_id)
+        if visible_to is not None and job.owner != visible_to:
+            raise JobNotFoundError(job_id)
+        return job
 
     async def _view(self, job: Job) -> JobView:
         image = None
@@ -380,7 +451,9 @@ class JobService:
             return
         request = GenerateImageRequest(prompt=job.prompt, size=job.size)  # checked at accept
         # The image's GUID is the job's id: whichever attempt inserts it first, there is one image.
-        work = asyncio.ensure_future(self._images.generate(request, guid=job.id, attempt=job.attempts))
+        work = asyncio.ensure_future(
+            self._images.generate(request, guid=job.id, attempt=job.attempts, owner=job.owner)
+        )
         stop_reason: list[str] = []
         keeper = asyncio.ensure_future(self._keep_lease(job, work, stop_reason))
         try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from pixyproxy.app.thumbnails import THUMBNAIL_WIDTHS, thumbnail_key
 from pixyproxy.domain.models import BlobInfo
 from pixyproxy.ports import BlobStore, ImageRepository
 
@@ -47,6 +48,8 @@ class GarbageCollector:
         records = await self._repository.list_all_filenames()
         blobs = await self._blob_store.list_blobs()
         recorded = {filename for _, filename in records}
+        # A recorded image's thumbnails are derived bytes it owns; only a deleted image's are orphans.
+        recorded |= {thumbnail_key(guid, width) for guid, _ in records for width in THUMBNAIL_WIDTHS}
         stored = {blob.key for blob in blobs}
         report = GcReport(
             records=len(records),

@@ -20,12 +20,21 @@ from pixyproxy.app.requests import (
     parse_image_filter,
     parse_limit,
 )
-from pixyproxy.domain.exceptions import ImageNotFoundError, RecordOutcomeUnknownError
+from pixyproxy.app.thumbnails import (
+    DEFAULT_THUMBNAIL_WIDTH,
+    THUMBNAIL_WIDTHS,
+    check_width,
+    render_webp,
+    thumbnail_key,
+)
+from pixyproxy.domain.exceptions import BlobNotFoundError, ImageNotFoundError, RecordOutcomeUnknownError
 from pixyproxy.domain.models import (
+    ANONYMOUS,
     CONTENT_TYPE_EXTENSIONS,
     GenerationOptions,
     ImageContent,
     ImageDetail,
+    ImageFilter,
     NewImage,
     PageKey,
     filename_for,
@@ -66,7 +75,12 @@ class ImageService:
         self._presign_expires_s = presign_expires_s
 
     async def generate(
-        self, request: GenerateImageRequest | object, *, guid: UUID | None = None, attempt: int = 1
+        self,
+        request: GenerateImageRequest | object,
+        *,
+        guid: UUID | None = None,
+        attempt: int = 1,
+        owner: str = ANONYMOUS,
     ) -> ImageDetail:
         """Generate an image, store its bytes, then its record; never leave a record without bytes.
 
@@ -75,7 +89,7 @@ class ImageService:
         one already made it (DuplicateImageError). Raises what the ports raise.
         """
         return await self._generate(
-            parse_generate_request(request), guid=guid or self._new_guid(), attempt=attempt
+            parse_generate_request(request), guid=guid or self._new_guid(), attempt=attempt, owner=owner
         )
 
     async def forget_other_attempts(self, detail: ImageDetail, *, attempts: int) -> None:
@@ -91,9 +105,13 @@ class ImageService:
                 if key != detail.filename:
                     await self._forget_bytes(key)
 
-    async def get_detail(self, guid: str | UUID) -> ImageDetail:
-        """The detail of one image. Raises ImageNotFoundError."""
-        return ImageDetail.from_record(await self._repository.get(parse_guid(guid)))
+    async def get_detail(self, guid: str | UUID, *, visible_to: str | None = None) -> ImageDetail:
+        """The detail of one image. Raises ImageNotFoundError, also when `visible_to` names an owner
+        and the image is another's: the same answer, after the same lookup, as an unknown GUID."""
+        record = await self._repository.get(parse_guid(guid))
+        if visible_to is not None and record.owner != visible_to:
+            raise ImageNotFoundError(record.guid)
+        return ImageDetail.from_record(record)
 
     async def list_details(
         self,
@@ -105,12 +123,17 @@ class ImageService:
         model: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        owner: str | None = None,
+        visible_to: str | None = None,
     ) -> DetailPage:
         """A page of details, newest first, and the cursor of the next page; of the images whose
         prompt has all these `words` (domain.search's rule), made by this generator and model,
         created strictly between the two times, where given. The cursor does not carry the filters:
-        the next page is asked for with the same ones."""
+        the next page is asked for with the same ones. `owner` narrows to one owner's images;
+        `visible_to` (tenant isolation) lets only that owner's through, whatever else is asked."""
         after = decode_cursor(cursor) if cursor else None
+        if visible_to is not None and owner not in (None, visible_to):
+            return DetailPage(items=[], next_cursor=None)
         filters = parse_image_filter(
             words=words,
             generator=generator,
@@ -118,6 +141,8 @@ class ImageService:
             created_after=created_after,
             created_before=created_before,
         )
+        if (owner := visible_to or owner) is not None:
+            filters = (filters or ImageFilter()).model_copy(update={"owner": owner})
         records = await self._repository.list_page(limit=parse_limit(limit) + 1, after=after, filters=filters)
         page, more = records[:limit], len(records) > limit
         next_cursor = None
@@ -139,22 +164,47 @@ class ImageService:
             return None
         return await self._blob_store.presigned_url(detail.filename, expires_s=self._presign_expires_s)
 
-    async def delete(self, guid: str | UUID) -> None:
+    async def delete(self, guid: str | UUID, *, visible_to: str | None = None) -> None:
         """Delete an image: its bytes first, then its record. A crash between the two leaves a record
         without bytes, which `pixyproxy gc` reports and removes, never bytes that nothing names.
 
-        Raises ImageNotFoundError for an unknown GUID, or one deleted meanwhile by another request.
+        Raises ImageNotFoundError for an unknown GUID, one deleted meanwhile by another request, or
+        (with `visible_to`) another owner's.
         """
-        detail = await self.get_detail(guid)
+        detail = await self.get_detail(guid, visible_to=visible_to)
+        for width in THUMBNAIL_WIDTHS:  # derived bytes first: a crash here leaves the image whole
+            await self._blob_store.delete(thumbnail_key(detail.guid, width))
         await self._blob_store.delete(detail.filename)
         if not await self._repository.delete(detail.guid):
             raise ImageNotFoundError(detail.guid)
         log.info("deleted image %s", detail.guid)
 
+    async def thumbnail(
+        self, image: ImageDetail | str | UUID, width: int = DEFAULT_THUMBNAIL_WIDTH
+    ) -> ImageContent:
+        """A WebP thumbnail at most `width` wide, made on first request and stored beside the image.
+
+        Raises InvalidRequestError for a width not in THUMBNAIL_WIDTHS, ImageNotFoundError, or
+        BlobNotFoundError if the image's bytes are gone.
+        """
+        check_width(width)
+        detail = await self._detail_of(image)
+        key = thumbnail_key(detail.guid, width)
+        try:
+            data = await self._blob_store.get(key)
+        except BlobNotFoundError:
+            original = await self._blob_store.get(detail.filename)
+            data = await asyncio.to_thread(render_webp, original, width)  # CPU-bound: off the event loop
+            await self._blob_store.put(key, data, content_type="image/webp")
+            log.info("made thumbnail %s (%d bytes)", key, len(data))
+        return ImageContent(data=data, content_type="image/webp", sha256=sha256_hex(data))
+
     async def _detail_of(self, image: ImageDetail | str | UUID) -> ImageDetail:
         return image if isinstance(image, ImageDetail) else await self.get_detail(image)
 
-    async def _generate(self, request: GenerateImageRequest, *, guid: UUID, attempt: int) -> ImageDetail:
+    async def _generate(
+        self, request: GenerateImageRequest, *, guid: UUID, attempt: int, owner: str
+    ) -> ImageDetail:
         options = GenerationOptions(size=request.size)
         started = time.perf_counter()
         image = await self._generator.generate(request.prompt, options=options)
@@ -173,6 +223,7 @@ class ImageService:
             generation=generation,
             created_at=now,
             updated_at=now,
+            owner=owner,
         )
         await self._blob_store.put(new_image.filename, image.data, content_type=image.content_type)
         try:

@@ -246,3 +246,19 @@ class WebhookRefusedError(InvalidRequestError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__(reason, field="webhook")
+
+
+class QuotaExceededError(ImageGenerationException):
+    """An owner asked for more than its quota has left (`cost` units: requests, or images); nothing
+    was done. Retry after `retry_after_s`."""
+
+    def __init__(self, owner: str, *, quota: str, cost: int, remaining: int, retry_after_s: float) -> None:
+        self.owner = owner
+        self.quota = quota
+        self.cost = cost
+        self.remaining = remaining
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"the {quota} quota of {owner!r} has {remaining} left and this asks for {cost};"
+            f" retry in {retry_after_s:.0f}s"
+        )

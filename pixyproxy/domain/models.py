@@ -17,6 +17,8 @@ from pixyproxy.domain.exceptions import InvalidBlobKeyError
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 CONTENT_TYPE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+# The owner of what a request without an API key makes (authentication off).
+ANONYMOUS = "anonymous"
 
 
 def utc_now() -> datetime:
@@ -109,6 +111,7 @@ class NewImage(BaseModel):
     generation: GenerationInfo
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    owner: str = ANONYMOUS  # the name of the API key that made it, never the key
 
     @field_validator("created_at", "updated_at")
     @classmethod
@@ -137,6 +140,7 @@ class ImageDetail(BaseModel):
     generation: GenerationInfo
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    owner: str = Field(default=ANONYMOUS, description="The name of the API key that made it.")
 
     @classmethod
     def from_record(cls, record: NewImage) -> ImageDetail:
@@ -152,6 +156,7 @@ class ImageDetail(BaseModel):
             generation=record.generation,
             created_at=record.created_at,
             updated_at=record.updated_at,
+            owner=record.owner,
         )
 
 
@@ -181,6 +186,7 @@ class ImageFilter(BaseModel):
     model: str | None = None
     created_after: AwareDatetime | None = None
     created_before: AwareDatetime | None = None
+    owner: str | None = None
 
     @field_validator("created_after", "created_before")
     @classmethod
@@ -194,6 +200,8 @@ class ImageFilter(BaseModel):
         if self.generator is not None and record.generation.generator != self.generator:
             return False
         if self.model is not None and record.generation.model != self.model:
+            return False
+        if self.owner is not None and record.owner != self.owner:
             return False
         if self.created_after is not None and record.created_at <= self.created_after:
             return False
@@ -268,6 +276,7 @@ class NewJob(BaseModel):
     # Whether a runner has been told of the job: its message published, or it runs in the request
     # that accepted it. The sweep publishes queued jobs that no runner was told of.
     published: bool = False
+    owner: str = ANONYMOUS  # the name of the API key that asked for it, never the key
 
     @field_validator("created_at")
     @classmethod

@@ -25,6 +25,7 @@ from pixyproxy.adapters.memory_webhooks import InMemoryWebhookDeliveries
 from pixyproxy.adapters.mysql import MySqlImageRepository, MySqlJobRepository, MySqlWebhookDeliveries
 from pixyproxy.adapters.openai_images import OpenAIImageGenerator
 from pixyproxy.adapters.procedural import ProceduralImageGenerator
+from pixyproxy.adapters.quota_limits import LimitsQuotaGate, limits_storage
 from pixyproxy.adapters.rabbitmq import RabbitMqJobQueue
 from pixyproxy.adapters.s3 import S3BlobStore
 from pixyproxy.adapters.sqlite import SqliteImageRepository
@@ -195,6 +196,23 @@ class Container(containers.DeclarativeContainer):
         retry_schedule_s=config.webhooks.retry_schedule_s,
     )
 
+    # One storage for both quotas: memory:// counts per process, redis:// across every node.
+    quota_storage = providers.Singleton(limits_storage, config.quota.storage)
+    generation_quota = providers.Singleton(
+        LimitsQuotaGate,
+        config.quota.generation_rate,
+        storage=quota_storage,
+        scope="generations",
+        on_error=config.quota.on_error,
+    )
+    request_quota = providers.Singleton(
+        LimitsQuotaGate,
+        config.quota.request_rate,
+        storage=quota_storage,
+        scope="requests",
+        on_error=config.quota.on_error,
+    )
+
     job_service = providers.Factory(
         JobService,
         jobs=job_repository,
@@ -202,6 +220,7 @@ class Container(containers.DeclarativeContainer):
         images=image_service,
         events=providers.Singleton(JobMetrics, metrics),
         webhooks=webhook_service,
+        quota=generation_quota,
         timing=providers.Callable(
             _job_timing,
             config.jobs.lease_s,

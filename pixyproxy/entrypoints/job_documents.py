@@ -53,6 +53,7 @@ class JobOut(BaseModel):
     status: JobStatus = Field(description="queued, running, succeeded, failed or canceled")
     prompt: str
     size: str | None
+    owner: str = Field(description="The name of the API key that asked for it (never the key)")
     created_at: datetime
     started_at: datetime | None = Field(description="When a worker first took the job")
     finished_at: datetime | None
@@ -84,6 +85,7 @@ class JobOut(BaseModel):
             status=job.status,
             prompt=job.prompt,
             size=job.size,
+            owner=job.owner,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

@@ -26,8 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from pixyproxy.adapters.quota_limits import parse_rate
 from pixyproxy.app.requests import largest_valid_body_bytes
 from pixyproxy.domain.exceptions import ConfigurationError
+from pixyproxy.entrypoints.api_keys import NamedKey, parse_api_keys
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "containers.yml"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
@@ -127,6 +129,7 @@ class HttpSettings(_Section):
     content_cache_control: Annotated[str, Field(pattern=r"^[\x20-\x7e]{1,200}$")]
     public_url: str | None = None
     trusted_proxies: str | None = None
+    tenant_isolation: bool = False  # non-admin keys see only their own images and jobs
 
     @field_validator("api_keys", "public_url", "trusted_proxies", mode="before")
     @classmethod
@@ -168,14 +171,22 @@ class HttpSettings(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _keys_parse(self) -> HttpSettings:
+        self.named_keys()  # a ValueError names the item, never the key
+        return self
+
     def body_cap(self) -> int:
         """The request body cap: the configured one, else the largest valid request."""
         return self.max_body_bytes or largest_valid_body_bytes()
 
     def key_list(self) -> list[str]:
         """The configured bearer keys; empty means no authentication."""
-        raw = self.api_keys.get_secret_value() if self.api_keys else ""
-        return [key.strip() for key in str(raw).split(",") if key.strip()]
+        return [named.key for named in self.named_keys()]
+
+    def named_keys(self) -> list[NamedKey]:
+        """The configured keys with their names (`name:key`, or a bare key named by its hash)."""
+        return parse_api_keys(self.api_keys.get_secret_value() if self.api_keys else "")
 
 
 class JobSettings(_Section):
@@ -202,6 +213,25 @@ class JobSettings(_Section):
         ):
             raise ValueError("amqp_url: required for the rabbitmq queue, as amqp://user:password@host:5672/")
         return self
+
+
+class QuotaSettings(_Section):
+    """Per-owner quotas (the `limits` library's notation) and where their counts live."""
+
+    generation_rate: str | None = None  # images per owner, e.g. 20/minute;500/day
+    request_rate: str | None = None  # requests per owner, every route but the health probes
+    storage: Annotated[str, Field(pattern=r"^(memory|redis|rediss)://")]
+    on_error: Literal["allow", "deny"]
+
+    @field_validator("generation_rate", "request_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: object) -> object:
+        text = None if value is None else str(value).strip() or None
+        try:
+            parse_rate(text)
+        except ValueError:
+            raise ValueError("must be windows such as 20/minute;500/day") from None
+        return text
 
 
 class WebhookSettings(_Section):
@@ -263,6 +293,7 @@ class Settings(_Section):
     jobs: JobSettings
     webhooks: WebhookSettings
     http: HttpSettings
+    quota: QuotaSettings
     logging: LoggingSettings
 
 

@@ -24,9 +24,15 @@ class JobRepository(Protocol):
         ...
 
     async def list_page(
-        self, *, limit: int, after: PageKey | None = None, status: JobStatus | None = None
+        self,
+        *,
+        limit: int,
+        after: PageKey | None = None,
+        status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Up to `limit` jobs, newest first by (created_at, id), strictly after `after`."""
+        """Up to `limit` jobs, newest first by (created_at, id), strictly after `after`, of one
+        status and one owner where given."""
         ...
 
     async def claim(

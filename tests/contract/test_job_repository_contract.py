@@ -509,3 +509,19 @@ async def test_purging_deletes_only_jobs_finished_before_the_bound(jobs: JobRepo
     left = {j.id for j in await jobs.list_page(limit=10)}
     assert left == {new_done.id, queued.id, running.id}
     assert await jobs.purge_finished(older_than=bound) == 0
+
+
+async def test_a_job_keeps_its_owner_and_listing_filters_by_owner(jobs: JobRepository) -> None:
+    mine = [await added(jobs, new_job(offset_us=i).model_copy(update={"owner": "alice"})) for i in range(3)]
+    theirs = await added(jobs, new_job(offset_us=10).model_copy(update={"owner": "bob"}))
+    anonymous = await added(jobs, new_job(offset_us=11))
+    assert (await jobs.get(theirs.id)).owner == "bob"
+    assert anonymous.owner == "anonymous"
+    first = await jobs.list_page(limit=2, owner="alice")
+    assert [j.id for j in first] == [mine[2].id, mine[1].id]
+    after = PageKey(created_at=first[-1].created_at, guid=first[-1].id)
+    assert [j.id for j in await jobs.list_page(limit=2, after=after, owner="alice")] == [mine[0].id]
+    assert [j.id for j in await jobs.list_page(limit=10, owner="bob")] == [theirs.id]
+    assert await jobs.list_page(limit=10, owner="carol") == []
+    assert await jobs.list_page(limit=10, owner="alice'; DROP TABLE jobs; --") == []
+    assert len(await jobs.list_page(limit=10)) == 5

@@ -62,6 +62,7 @@ async def test_an_old_jobs_table_gains_the_webhook_columns(tmp_path: Path) -> No
         jobs = SqliteJobRepository(database)
         old = await jobs.get(UUID(old_id))
         assert (old.prompt, old.webhook, old.webhook_events_filter) == ("old", None, ("completed",))
+        assert old.owner == "anonymous"  # rows from before owners belong to nobody's key
         new = NewJob(
             id=uuid4(),
             prompt="new",
@@ -80,7 +81,7 @@ async def test_an_old_jobs_table_gains_the_webhook_columns(tmp_path: Path) -> No
         assert await SqliteWebhookDeliveries(database).list_for_job(new.id) == []
     finally:
         await database.close()
-    assert _columns(path)[-2:] == ["webhook", "webhook_events"]
+    assert _columns(path)[-3:] == ["webhook", "webhook_events", "owner"]
 
 
 async def test_opening_an_upgraded_file_again_changes_nothing(tmp_path: Path) -> None:

@@ -152,6 +152,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE images ADD FULLTEXT INDEX IF NOT EXISTS images_search (search_words)",
         ),
     ),
+    Migration(
+        5,
+        "owners: the API key name that made each image and job, with an index for an owner's pages",
+        (
+            # Rows from before keys had names belong to `anonymous`, as requests without a key do.
+            """ALTER TABLE images ADD COLUMN IF NOT EXISTS
+                owner VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT 'anonymous'""",
+            """ALTER TABLE jobs ADD COLUMN IF NOT EXISTS
+                owner VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT 'anonymous'""",
+            "ALTER TABLE images ADD INDEX IF NOT EXISTS images_by_owner (owner, created_at, guid)",
+            "ALTER TABLE jobs ADD INDEX IF NOT EXISTS jobs_by_owner (owner, created_at, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -24,8 +24,8 @@ _SELECT = "SELECT " + JOB_COLUMNS + " FROM jobs"  # noqa: S608  # constants only
 _BY_ID = _SELECT + " WHERE id = %(id)s"
 _INSERT = (
     "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published,"
-    " webhook, webhook_events) VALUES (%(id)s, %(prompt)s, %(size)s, 'queued', %(created_at)s,"
-    " %(idem_key)s, %(request_hash)s, %(published)s, %(webhook)s, %(webhook_events)s)"
+    " webhook, webhook_events, owner) VALUES (%(id)s, %(prompt)s, %(size)s, 'queued', %(created_at)s,"
+    " %(idem_key)s, %(request_hash)s, %(published)s, %(webhook)s, %(webhook_events)s, %(owner)s)"
 )
 # Our own row (a retried INSERT that had committed) or the holder of the key; a NULL key matches none.
 _OURS_OR_HOLDER = _SELECT + " WHERE id = %(id)s OR idem_key = %(idem_key)s"
@@ -103,11 +103,19 @@ class MySqlJobRepository:
         return ROWS.row_to_job(rows[0])
 
     async def list_page(
-        self, *, limit: int, after: PageKey | None = None, status: JobStatus | None = None
+        self,
+        *,
+        limit: int,
+        after: PageKey | None = None,
+        status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Newest first by (created_at, id), keyset-paged, of one status if asked."""
+        """Newest first by (created_at, id), keyset-paged, of one status and one owner if asked."""
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit}
+        if owner is not None:
+            where.append("owner = %(owner)s")
+            params["owner"] = owner
         if status is not None:
             where.append(_OF_STATUS)
             params["status"] = status.value

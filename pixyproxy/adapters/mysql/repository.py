@@ -39,22 +39,25 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_COLUMNS = "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at"
+_COLUMNS = (
+    "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at, owner"
+)
 _SELECT = "SELECT " + _COLUMNS + " FROM images"  # noqa: S608  # constants only; values are %(named)s
 _NEWEST_FIRST = " ORDER BY created_at DESC, guid DESC LIMIT %(limit)s"
 # Spelled out rather than as a row comparison, so MySQL uses the (created_at, guid) index.
 _AFTER = " WHERE created_at < %(created_at)s OR (created_at = %(created_at)s AND guid < %(guid)s)"
 _INSERT = (
     "INSERT INTO images (guid, prompt, filename, content_type, size_bytes, sha256, generation,"
-    " created_at, updated_at, generator, model, search_words) VALUES (%(guid)s, %(prompt)s,"
+    " created_at, updated_at, generator, model, search_words, owner) VALUES (%(guid)s, %(prompt)s,"
     " %(filename)s, %(content_type)s, %(size_bytes)s, %(sha256)s, %(generation)s, %(created_at)s,"
-    " %(updated_at)s, %(generator)s, %(model)s, %(search_words)s)"
+    " %(updated_at)s, %(generator)s, %(model)s, %(search_words)s, %(owner)s)"
 )
 # Each filter's condition; a search goes through the FULLTEXT index of the prompt's index words.
 _FILTERS = {
     "words": "MATCH (search_words) AGAINST (%(words)s IN BOOLEAN MODE)",
     "generator": "generator = %(generator)s",
     "model": "model = %(model)s",
+    "owner": "owner = %(owner)s",
     "created_after": "created_at > %(created_after)s",
     "created_before": "created_at < %(created_before)s",
 }
@@ -315,6 +318,7 @@ class MySqlImageRepository:
                 "words": boolean_match(filters.words) if filters.words else None,
                 "generator": filters.generator,
                 "model": filters.model,
+                "owner": filters.owner,
                 "created_after": _to_db_time(filters.created_after) if filters.created_after else None,
                 "created_before": _to_db_time(filters.created_before) if filters.created_before else None,
             }

@@ -17,10 +17,11 @@ from pixyproxy.entrypoints.container import (
     adapters_open,
     build_container,
 )
-from pixyproxy.entrypoints.http import jobs_routes, openai_routes, ops, routes
+from pixyproxy.entrypoints.http import docs, gallery, jobs_routes, openai_routes, ops, routes
 from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
+from pixyproxy.entrypoints.http.quota_headers import QuotaMiddleware
 from pixyproxy.entrypoints.job_runner import jobs_running
 from pixyproxy.entrypoints.logging_setup import configure_logging
 
@@ -75,6 +76,9 @@ def create_app(container: Container | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by docs.router from packaged files, not FastAPI's CDN defaults.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.container = container
     container.wire(modules=[routes, jobs_routes, ops, openai_routes])
@@ -82,11 +86,17 @@ def create_app(container: Container | None = None) -> FastAPI:
     app.include_router(jobs_routes.router)
     app.include_router(ops.router)
     app.include_router(openai_routes.router)
+    app.include_router(docs.router)
+    gallery.install(app)
     for exc_type in (ImageGenerationException, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_exception)
     # Added innermost first: the request context (logs, metrics) wraps auth's refusals too.
     # With no keys configured there is nothing to check, so no layer for it on every request.
-    if keys := container.settings().http.key_list():
+    # Inside the key check, which names the owner whose quota is spent; none when no quota is set.
+    requests_quota, generations_quota = container.request_quota(), container.generation_quota()
+    if requests_quota.configured or generations_quota.configured:
+        app.add_middleware(QuotaMiddleware, requests=requests_quota, generations=generations_quota)
+    if keys := container.settings().http.named_keys():
         app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(
         RequestContextMiddleware,

@@ -12,7 +12,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pixyproxy.app.jobs import JobService, JobView
 from pixyproxy.app.requests import DEFAULT_PAGE_LIMIT, GUID_PATTERN, MAX_PAGE_LIMIT
 from pixyproxy.domain.models import JobStatus
+from pixyproxy.entrypoints.api_keys import KEY_NAME_PATTERN
 from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.identity import CurrentViewer
 from pixyproxy.entrypoints.http.injection import AsyncProvide
 from pixyproxy.entrypoints.http.problems import problem_responses
 from pixyproxy.entrypoints.job_documents import JobOut
@@ -40,9 +42,9 @@ def poll_headers(view: JobView) -> dict[str, str]:
     },
 )
 @inject
-async def get_job(job_id: JobIdPath, response: Response, jobs: Jobs) -> JobOut:
+async def get_job(job_id: JobIdPath, response: Response, jobs: Jobs, viewer: CurrentViewer) -> JobOut:
     """One job, with its image once it has succeeded."""
-    view = await jobs.get(job_id)
+    view = await jobs.get(job_id, visible_to=viewer.visible_to)
     response.headers.update(poll_headers(view))
     return JobOut.of(view)
 
@@ -64,14 +66,21 @@ async def list_jobs(
     request: Request,
     response: Response,
     jobs: Jobs,
+    viewer: CurrentViewer,
     status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200, description="Opaque; from a Link header.")] = None,
+    owner: Annotated[
+        str | None, Query(pattern=f"^{KEY_NAME_PATTERN}$", description="Only jobs of this key name.")
+    ] = None,
 ) -> list[JobOut]:
     """A page of jobs; the next page is announced in a Link header."""
-    page = await jobs.list_jobs(status=status, limit=limit, cursor=cursor)
+    page = await jobs.list_jobs(
+        status=status, limit=limit, cursor=cursor, owner=owner, visible_to=viewer.visible_to
+    )
     if page.next_cursor is not None:
         query = {"limit": limit, "cursor": page.next_cursor, **({"status": status.value} if status else {})}
+        query |= {"owner": owner} if owner else {}
         response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
     return [JobOut.of(view) for view in page.items]
 
@@ -91,8 +100,8 @@ async def list_jobs(
     },
 )
 @inject
-async def cancel_job(job_id: JobIdPath, response: Response, jobs: Jobs) -> JobOut:
+async def cancel_job(job_id: JobIdPath, response: Response, jobs: Jobs, viewer: CurrentViewer) -> JobOut:
     """Cancel a job; harmless when repeated or when the job has finished."""
-    view = await jobs.cancel(job_id)
+    view = await jobs.cancel(job_id, visible_to=viewer.visible_to)
     response.headers.update(poll_headers(view))
     return JobOut.of(view)

@@ -10,6 +10,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixyproxy.domain.exceptions import RequestTooLargeError
+from pixyproxy.domain.models import ANONYMOUS
+from pixyproxy.entrypoints.http.auth import caller_of
 from pixyproxy.entrypoints.http.problems import exception_to_response
 from pixyproxy.entrypoints.logging_setup import current_request_id, new_request_id
 from pixyproxy.entrypoints.metrics import Metrics
@@ -76,7 +78,12 @@ class RequestContextMiddleware:
                 await exception_to_response(exc, instance=path)(scope, receive, send_with_id)
         finally:
             elapsed_s = time.perf_counter() - started
-            log.info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_s * 1000)
+            owner = caller_of(scope).name  # the key's name, never the key
+            elapsed_ms = elapsed_s * 1000
+            if owner == ANONYMOUS:  # no keys configured: the seed's line exactly
+                log.info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_ms)
+            else:
+                log.info("REQUEST END %s %s %d %.1fms owner=%s", method, path, status, elapsed_ms, owner)
             self._metrics.observe_request(scope, status, elapsed_s)
             current_request_id.reset(token)
 

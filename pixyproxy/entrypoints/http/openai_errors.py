@@ -43,6 +43,7 @@ OPENAI_ERRORS: dict[type[BaseException], OpenAIErrorKind] = {
     errors.PromptRejectedError: OpenAIErrorKind(400, "invalid_request_error", "content_policy_violation"),
     # OpenAI's clients back off on a 429 by themselves; /image answers 503 for the same upstream state.
     errors.GeneratorRateLimitedError: OpenAIErrorKind(429, "requests", "rate_limit_exceeded"),
+    errors.QuotaExceededError: OpenAIErrorKind(429, "requests", "rate_limit_exceeded"),
 }
 _VALIDATION_CODES = {"missing": "missing_required_parameter", "extra_forbidden": "unknown_parameter"}
 
@@ -119,7 +120,7 @@ OPENAI_ERROR_DESCRIPTIONS = {
     409: "Idempotency key reused with another body",
     413: "Request body too large",
     415: "Body is not JSON",
-    429: "The upstream generator is rate limiting; see Retry-After",
+    429: "The caller's quota is spent, or the upstream generator is rate limiting; see Retry-After",
     500: "Unexpected error",
     502: "The generator answered badly or refused PixyProxy's credentials",
     503: "The generator, database or blob store is unavailable; see Retry-After",

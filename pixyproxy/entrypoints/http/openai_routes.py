@@ -33,6 +33,7 @@ from pixyproxy.app.service import ImageService
 from pixyproxy.domain.exceptions import ModelNotFoundError
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.identity import CurrentViewer
 from pixyproxy.entrypoints.http.injection import AsyncProvide
 from pixyproxy.entrypoints.http.openai_errors import OPENAI_PREFIX, openai_error_responses
 from pixyproxy.entrypoints.http.routes import require_json_body
@@ -168,6 +169,7 @@ async def create_images(
     images: Images,
     served: ServedModels,
     settings: AppSettings,
+    viewer: CurrentViewer,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -182,7 +184,9 @@ async def create_images(
         raise ModelNotFoundError(body.model, served=served)
     size = None if body.size == "auto" else body.size
     wanted = GenerateImageRequest(prompt=body.prompt, size=size)
-    details = await jobs.generate_many(wanted, count=body.n or 1, idempotency_key=idempotency_key)
+    details = await jobs.generate_many(
+        wanted, count=body.n or 1, idempotency_key=idempotency_key, owner=viewer.owner
+    )
     if body.response_format == "b64_json":
         data = [await _inline(detail, images) for detail in details]
     else:

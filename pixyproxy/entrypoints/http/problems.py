@@ -98,6 +98,7 @@ PROBLEMS: dict[type[BaseException], ProblemKind] = {
     ),
     errors.JobCanceledError: ProblemKind(409, "job-canceled", "Job canceled"),
     errors.JobTimeoutError: ProblemKind(503, "job-still-running", "The job has not finished yet"),
+    errors.QuotaExceededError: ProblemKind(429, "rate-limited", "Quota exceeded"),
     errors.ConfigurationError: ProblemKind(
         500, "configuration-error", "Server misconfigured", "the server is misconfigured"
     ),
@@ -309,6 +310,7 @@ PROBLEM_DESCRIPTIONS = {
     413: "Request body too large",
     415: "Body is not JSON",
     422: "Invalid request, or prompt refused by the generator's content policy",
+    429: "The caller's request or generation quota is spent; see Retry-After",
     500: "Unexpected error",
     502: "The generator answered badly or refused PixyProxy's credentials",
     503: "The generator, database or blob store is unavailable; see Retry-After",

@@ -27,9 +27,12 @@ from pixyproxy.app.requests import (
     GenerateImageRequest,
 )
 from pixyproxy.app.service import ImageService
+from pixyproxy.app.thumbnails import DEFAULT_THUMBNAIL_WIDTH, THUMBNAIL_WIDTHS
 from pixyproxy.domain.exceptions import InvalidRequestError
 from pixyproxy.domain.models import ImageDetail, JobStatus
+from pixyproxy.entrypoints.api_keys import KEY_NAME_PATTERN
 from pixyproxy.entrypoints.container import Container
+from pixyproxy.entrypoints.http.identity import CurrentViewer
 from pixyproxy.entrypoints.http.injection import AsyncProvide
 from pixyproxy.entrypoints.http.jobs_routes import poll_headers
 from pixyproxy.entrypoints.http.problems import problem_responses
@@ -43,6 +46,7 @@ Service = Annotated[ImageService, Depends(AsyncProvide[Container.image_service])
 Jobs = Annotated[JobService, Depends(AsyncProvide[Container.job_service])]
 Config = Annotated[Settings, Depends(AsyncProvide[Container.settings])]
 MAX_PREFER_WAIT_S = 60
+OWNER_PATTERN = "^" + KEY_NAME_PATTERN + "$"
 
 
 def parse_prefer(header: str | None) -> tuple[bool, int | None]:
@@ -120,7 +124,7 @@ async def require_json_body(request: Request) -> None:
             "model": JobOut,
             "description": "An idempotent replay of an async request whose job has finished",
         },
-        **problem_responses(401, 409, 410, 413, 415, 422, 500, 502, 503),
+        **problem_responses(401, 409, 410, 413, 415, 422, 429, 500, 502, 503),
     },
     dependencies=[Depends(require_json_body)],
 )
@@ -129,6 +133,7 @@ async def generate_image(
     body: GenerateImageRequest,
     response: Response,
     jobs: Jobs,
+    viewer: CurrentViewer,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -151,10 +156,10 @@ async def generate_image(
     """Generate an image, store it, and return its detail; or accept it as a job and return the job."""
     respond_async, wait_s = parse_prefer(prefer)
     if not respond_async and wait_s is None:
-        detail = await jobs.generate_now(body, idempotency_key=idempotency_key)
+        detail = await jobs.generate_now(body, idempotency_key=idempotency_key, owner=viewer.owner)
         response.headers["Location"] = f"/image/{detail.guid}"
         return detail
-    job, created = await jobs.submit(body, idempotency_key=idempotency_key)
+    job, created = await jobs.submit(body, idempotency_key=idempotency_key, owner=viewer.owner)
     if wait_s is not None and not respond_async:
         job = await jobs.wait(job.id, timeout_s=wait_s)
         if job.status.finished:
@@ -195,6 +200,7 @@ async def list_images(
     request: Request,
     response: Response,
     service: Service,
+    viewer: CurrentViewer,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200, description="Opaque; from a Link header.")] = None,
     q: Annotated[
@@ -228,6 +234,9 @@ async def list_images(
             description="ISO-8601; only images created strictly before (UTC if no zone).",
         ),
     ] = None,
+    owner: Annotated[
+        str | None, Query(pattern=OWNER_PATTERN, description="Only images made with this key name.")
+    ] = None,
 ) -> list[ImageDetail]:
     """A page of image details, filtered if asked; the next page is announced in a Link header."""
     page = await service.list_details(
@@ -238,6 +247,8 @@ async def list_images(
         model=model,
         created_after=created_after,
         created_before=created_before,
+        owner=owner,
+        visible_to=viewer.visible_to,
     )
     if page.next_cursor is not None:
         filters = {
@@ -246,6 +257,7 @@ async def list_images(
             "model": model,
             "created_after": created_after,
             "created_before": created_before,
+            "owner": owner,
         }
         given = {name: value for name, value in filters.items() if value is not None}
         query = urlencode({"limit": limit, **given, "cursor": page.next_cursor})
@@ -260,9 +272,9 @@ async def list_images(
     responses=problem_responses(401, 404, 422, 500, 503),
 )
 @inject
-async def get_image(guid: GuidPath, service: Service) -> ImageDetail:
+async def get_image(guid: GuidPath, service: Service, viewer: CurrentViewer) -> ImageDetail:
     """The detail of one image."""
-    return await service.get_detail(guid)
+    return await service.get_detail(guid, visible_to=viewer.visible_to)
 
 
 @router.delete(
@@ -273,9 +285,9 @@ async def get_image(guid: GuidPath, service: Service) -> ImageDetail:
     responses={204: {"description": "Deleted"}, **problem_responses(401, 404, 422, 500, 503)},
 )
 @inject
-async def delete_image(guid: GuidPath, service: Service) -> Response:
+async def delete_image(guid: GuidPath, service: Service, viewer: CurrentViewer) -> Response:
     """Delete an image; its idempotency key then replays 410."""
-    await service.delete(guid)
+    await service.delete(guid, visible_to=viewer.visible_to)
     return Response(status_code=204)
 
 
@@ -307,10 +319,11 @@ async def get_image_content(
     request: Request,
     service: Service,
     config: Config,
+    viewer: CurrentViewer,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The image bytes, with an ETag of their sha256 and the configured (by default immutable) caching."""
-    detail = await service.get_detail(guid)
+    detail = await service.get_detail(guid, visible_to=viewer.visible_to)
     etag = f'"{detail.sha256}"'
     headers = {
         "ETag": etag,
@@ -329,6 +342,44 @@ async def get_image_content(
         return RedirectResponse(location, status_code=307, headers={"ETag": etag})
     content = await service.open_content(detail)
     return Response(content.data, headers=headers, media_type=content.content_type)
+
+
+@router.get(
+    "/image/{guid}/thumbnail",
+    summary="Get a WebP thumbnail of an image, made on first request and stored",
+    operation_id="get_image_thumbnail",
+    response_class=Response,
+    responses={
+        200: {"description": "The thumbnail (WebP, at most w pixels wide)", "content": {"image/webp": {}}},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        **problem_responses(401, 404, 422, 500, 503),
+    },
+)
+@inject
+async def get_image_thumbnail(
+    guid: GuidPath,
+    service: Service,
+    config: Config,
+    viewer: CurrentViewer,
+    w: Annotated[
+        int,
+        Query(
+            description="The largest width, in pixels.", json_schema_extra={"enum": list(THUMBNAIL_WIDTHS)}
+        ),
+    ] = DEFAULT_THUMBNAIL_WIDTH,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """A thumbnail, with an ETag of its own sha256 and the same caching as the content."""
+    thumbnail = await service.thumbnail(await service.get_detail(guid, visible_to=viewer.visible_to), w)
+    etag = f'"{thumbnail.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": config.http.content_cache_control,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if if_none_match is not None and _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(thumbnail.data, headers=headers, media_type=thumbnail.content_type)
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
