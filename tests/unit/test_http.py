@@ -282,3 +282,15 @@ async def test_a_huge_path_is_not_echoed_back_whole(client: httpx.AsyncClient) -
     body = assert_problem(await client.get("/image/" + "g" * 10_000), 422)
     assert len(body["instance"]) == 512
     assert body["instance"].startswith("/image/ggg")
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/image", "GET, POST"), (f"/image/{uuid4()}/content", "GET, HEAD"), ("/jobs", "GET")],
+)
+async def test_a_wrong_method_is_405_naming_every_allowed_method(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    response = await client.put(path)
+    assert_problem(response, 405)
+    assert response.headers["allow"] == allowed

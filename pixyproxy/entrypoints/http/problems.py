@@ -283,11 +283,21 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 def _allowed_methods(request: Request) -> str:
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in _leaf_routes(request.app.routes):
         match, _ = route.matches({**request.scope, "method": "GET"})
         if match != Match.NONE:
             methods |= getattr(route, "methods", None) or set()
     return ", ".join(sorted(methods))
+
+
+def _leaf_routes(routes: Any) -> Any:
+    """Every route, looking inside the wrappers newer FastAPI versions put around included routers."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
