@@ -3,11 +3,15 @@
 A rate is `limits` notation, several windows separated by `;` (`20/minute;500/day`). Each window is
 a moving window, whose `acquire_entry` adds `cost` entries only if they all fit, atomically (in
 Redis, one Lua script): a request for more than is left is refused whole and spends nothing.
+
+Overrides give named owners windows of their own: `batch-bot=200/minute;2000/day,alice=5/minute`
+(`,` between owners, `=` after the name, `;` between one owner's windows).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Literal
 
@@ -32,6 +36,32 @@ def parse_rate(text: str | None) -> list[RateLimitItem]:
     if any(item.amount < 1 for item in items):
         raise ValueError("every window must allow at least 1")
     return list(items)
+
+
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def parse_rate_overrides(text: str | None) -> dict[str, list[RateLimitItem]]:
+    """The per-owner windows of `name=rate,name=rate`; none for empty text. Raises ValueError."""
+    overrides: dict[str, list[RateLimitItem]] = {}
+    for position, item in enumerate((part.strip() for part in (text or "").split(",")), start=1):
+        if not item:
+            continue
+        name, sep, rate = (part.strip() for part in item.partition("="))
+        if not sep or not _OWNER.fullmatch(name):
+            raise ValueError(f"item {position} is not name=rate, e.g. batch-bot=200/minute;2000/day")
+        if name in overrides:
+            raise ValueError(f"the name {name!r} is given twice")
+        try:
+            windows = parse_rate(rate)
+        except ValueError:
+            raise ValueError(
+                f"item {position} ({name}): the rate must be windows such as 20/minute;500/day"
+            ) from None
+        if not windows:
+            raise ValueError(f"item {position} ({name}) has no rate")
+        overrides[name] = windows
+    return overrides
 
 
 def limits_storage(uri: str) -> Storage:
@@ -60,9 +90,16 @@ class LimitsQuotaGate:
     """One quota (requests, or images) per owner, over `limits` moving windows in a shared storage."""
 
     def __init__(
-        self, rate: str | None, *, storage: Storage, scope: str, on_error: OnError = "allow"
+        self,
+        rate: str | None,
+        *,
+        storage: Storage,
+        scope: str,
+        on_error: OnError = "allow",
+        overrides: str | None = None,
     ) -> None:
         self._items = parse_rate(rate)
+        self._overrides = parse_rate_overrides(overrides)
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._scope = scope
@@ -71,18 +108,23 @@ class LimitsQuotaGate:
 
     @property
     def configured(self) -> bool:
-        """Whether any window is configured."""
-        return bool(self._items)
+        """Whether any window is configured, for everyone or for some owner."""
+        return bool(self._items or self._overrides)
+
+    def _items_for(self, owner: str) -> list[RateLimitItem]:
+        """The owner's own windows when overridden, else everyone's."""
+        return self._overrides.get(owner, self._items)
 
     async def take(self, owner: str, cost: int = 1) -> QuotaDecision:
         """Spend `cost` in every window if each has that much left; else spend nothing."""
-        if not self._items:
+        items = self._items_for(owner)
+        if not items:
             return QuotaDecision(allowed=True)
         try:
-            for item in self._items:
+            for item in items:
                 if not await self._limiter.test(item, self._scope, owner, cost=cost):
                     return await self._decision(owner, allowed=False)
-            for item in self._items:
+            for item in items:
                 # Another node may have spent between test and hit; the atomic hit still refuses.
                 if not await self._limiter.hit(item, self._scope, owner, cost=cost):
                     return await self._decision(owner, allowed=False)
@@ -92,7 +134,7 @@ class LimitsQuotaGate:
 
     async def peek(self, owner: str) -> QuotaDecision:
         """The owner's windows, spending nothing."""
-        if not self._items:
+        if not self._items_for(owner):
             return QuotaDecision(allowed=True)
         try:
             return await self._decision(owner, allowed=True)
@@ -105,7 +147,7 @@ class LimitsQuotaGate:
     async def _decision(self, owner: str, *, allowed: bool) -> QuotaDecision:
         windows = []
         now = time.time()
-        for item in self._items:
+        for item in self._items_for(owner):
             stats = await self._limiter.get_window_stats(item, self._scope, owner)
             windows.append(
                 QuotaWindow(

@@ -2,7 +2,8 @@
 
 `PIXYPROXY_API_KEYS` holds `name:key` pairs and bare keys, comma-separated. A bare key is named by
 the first 8 hex digits of its SHA-256, so its name says nothing of it. Names starting with `admin`
-are administrators. A key itself is only ever compared, never stored with a record, logged or shown.
+are administrators. `PIXYPROXY_API_KEYS_FILE` names a file of more, one `name:key` a line, re-read on
+SIGHUP. A key itself is only ever compared, never stored with a record, logged or shown.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pixyproxy.domain.models import ANONYMOUS
 
@@ -74,3 +76,69 @@ def parse_api_keys(raw: str) -> list[NamedKey]:
             raise ValueError(f"api_keys: item {position} ({name}) repeats an earlier key")
         keys.append(NamedKey(name, key))
     return keys
+
+
+def parse_api_keys_file(text: str) -> list[NamedKey]:
+    """The keys of a `PIXYPROXY_API_KEYS_FILE`: one `name:key` a line; blank lines and `#` comments
+    are skipped. Raises ValueError naming the line (and the name), never quoting a key."""
+    keys: list[NamedKey] = []
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _NAMED.fullmatch(line)
+        if not match:
+            raise ValueError(f"api_keys_file: line {number} is not name:key")
+        name, key = match.group(1), match.group(2).strip()
+        if not key:
+            raise ValueError(f"api_keys_file: line {number} ({name}) has an empty key")
+        if name == ANONYMOUS:
+            raise ValueError(f"api_keys_file: line {number}: the name {ANONYMOUS!r} is reserved")
+        if any(k.name == name for k in keys):
+            raise ValueError(f"api_keys_file: the name {name!r} is given twice")
+        if any(k.key == key for k in keys):
+            raise ValueError(f"api_keys_file: line {number} ({name}) repeats an earlier key")
+        keys.append(NamedKey(name, key))
+    return keys
+
+
+def read_api_keys_file(path: str) -> list[NamedKey]:
+    """The keys of the file at `path`. Raises ValueError (never quoting a key) if unreadable or bad."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise ValueError(f"api_keys_file: cannot read the file: {reason}") from None
+    return parse_api_keys_file(text)
+
+
+def combine_keys(inline: list[NamedKey], from_file: list[NamedKey]) -> list[NamedKey]:
+    """The keys of `PIXYPROXY_API_KEYS` and of the file together. Raises ValueError if a name or a
+    key is in both (the message names the name, never the key)."""
+    for named in from_file:
+        if any(k.name == named.name for k in inline):
+            raise ValueError(f"api_keys_file: the name {named.name!r} is also in PIXYPROXY_API_KEYS")
+        if any(k.key == named.key for k in inline):
+            raise ValueError(f"api_keys_file: ({named.name}) repeats a key of PIXYPROXY_API_KEYS")
+    return [*inline, *from_file]
+
+
+class KeyRing:
+    """The key table the auth middleware checks, swapped whole on a reload: readers see the old
+    table or the new one, never a mix (one attribute assignment, on the event loop's thread)."""
+
+    def __init__(self, keys: list[NamedKey]) -> None:
+        self._entries = self._table(keys)
+
+    @staticmethod
+    def _table(keys: list[NamedKey]) -> tuple[tuple[bytes, Caller], ...]:
+        return tuple((named.key.encode(), named.caller) for named in keys)
+
+    @property
+    def entries(self) -> tuple[tuple[bytes, Caller], ...]:
+        """(key bytes, caller) of every key; empty means no authentication."""
+        return self._entries
+
+    def replace(self, keys: list[NamedKey]) -> None:
+        """Swap in a new table at once."""
+        self._entries = self._table(keys)

@@ -204,6 +204,7 @@ class Container(containers.DeclarativeContainer):
         storage=quota_storage,
         scope="generations",
         on_error=config.quota.on_error,
+        overrides=config.quota.rate_overrides,
     )
     request_quota = providers.Singleton(
         LimitsQuotaGate,

@@ -26,10 +26,10 @@ from pydantic import (
     model_validator,
 )
 
-from pixyproxy.adapters.quota_limits import parse_rate
+from pixyproxy.adapters.quota_limits import parse_rate, parse_rate_overrides
 from pixyproxy.app.requests import largest_valid_body_bytes
 from pixyproxy.domain.exceptions import ConfigurationError
-from pixyproxy.entrypoints.api_keys import NamedKey, parse_api_keys
+from pixyproxy.entrypoints.api_keys import NamedKey, combine_keys, parse_api_keys, read_api_keys_file
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "containers.yml"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
@@ -122,6 +122,7 @@ class HttpSettings(_Section):
 
     max_body_bytes: Annotated[int, Field(gt=0)] | None = None
     api_keys: SecretStr | None = None
+    api_keys_file: str | None = None  # one `name:key` a line; re-read on SIGHUP
     idempotency_retention_s: Positive
     shutdown_grace_s: Annotated[float, Field(ge=0)]
     keep_alive_s: PositiveSeconds
@@ -135,6 +136,11 @@ class HttpSettings(_Section):
     @classmethod
     def _keys_as_text(cls, value: object) -> object:
         return None if value is None else str(value)
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return None if value is None else str(value).strip() or None
 
     @field_validator("public_url")
     @classmethod
@@ -184,9 +190,16 @@ class HttpSettings(_Section):
         """The configured bearer keys; empty means no authentication."""
         return [named.key for named in self.named_keys()]
 
-    def named_keys(self) -> list[NamedKey]:
-        """The configured keys with their names (`name:key`, or a bare key named by its hash)."""
+    def inline_keys(self) -> list[NamedKey]:
+        """The keys of `PIXYPROXY_API_KEYS` with their names (`name:key`, or a bare key named by its hash)."""
         return parse_api_keys(self.api_keys.get_secret_value() if self.api_keys else "")
+
+    def named_keys(self) -> list[NamedKey]:
+        """Every configured key: `PIXYPROXY_API_KEYS`'s, then the keys file's as it reads now."""
+        inline = self.inline_keys()
+        if not self.api_keys_file:
+            return inline
+        return combine_keys(inline, read_api_keys_file(self.api_keys_file))
 
 
 class JobSettings(_Section):
@@ -220,6 +233,7 @@ class QuotaSettings(_Section):
 
     generation_rate: str | None = None  # images per owner, e.g. 20/minute;500/day
     request_rate: str | None = None  # requests per owner, every route but the health probes
+    rate_overrides: str | None = None  # per key name: batch-bot=200/minute;2000/day,alice=5/minute
     storage: Annotated[str, Field(pattern=r"^(memory|redis|rediss)://")]
     on_error: Literal["allow", "deny"]
 
@@ -231,6 +245,13 @@ class QuotaSettings(_Section):
             parse_rate(text)
         except ValueError:
             raise ValueError("must be windows such as 20/minute;500/day") from None
+        return text
+
+    @field_validator("rate_overrides", mode="before")
+    @classmethod
+    def _overrides(cls, value: object) -> object:
+        text = None if value is None else str(value).strip() or None
+        parse_rate_overrides(text)  # a ValueError says which item and why
         return text
 
 

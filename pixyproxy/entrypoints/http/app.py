@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -12,13 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy import __version__
 from pixyproxy.domain.exceptions import ImageGenerationException
+from pixyproxy.entrypoints.api_keys import KeyRing, NamedKey
 from pixyproxy.entrypoints.container import (
     Container,
     adapters_open,
     build_container,
 )
 from pixyproxy.entrypoints.http import docs, gallery, jobs_routes, openai_routes, ops, routes
-from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware
+from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware, reload_api_keys
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.problems import Problem, handle_exception
 from pixyproxy.entrypoints.http.quota_headers import QuotaMiddleware
@@ -41,34 +44,38 @@ errors have OpenAI's shape (`OpenAIError`) and statuses instead.
 def create_app(container: Container | None = None) -> FastAPI:
     """The PixyProxy ASGI app, with adapters bound from containers.yml unless a container is given."""
     container = container or build_container()
+    http_settings = container.settings().http
+    # The table the key check reads; a SIGHUP swaps in the keys file's new contents.
+    key_ring = KeyRing(http_settings.named_keys())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Build the adapters now, so a bad binding fails start-up rather than the first request.
         container.blob_store()
         container.generator()
-        async with (
-            adapters_open(container),
-            jobs_running(
-                container.job_service(),
-                container.job_queue(),
-                # Without a broker the API runs the jobs itself; with one, only workers do.
-                consume=container.job_queue().in_process,
-                concurrency=container.config.generator.max_concurrent(),
-                sweep_interval_s=container.config.jobs.sweep_interval_s(),
-                webhooks=container.webhook_service(),
-                webhook_interval_s=container.config.webhooks.poll_interval_s(),
-            ),
-        ):
-            log.info(
-                "PixyProxy %s ready: repository=%s blob_store=%s generator=%s job_queue=%s",
-                __version__,
-                container.config.repository.kind(),
-                container.config.blob_store.kind(),
-                container.config.generator.kind(),
-                container.config.jobs.queue(),
-            )
-            yield
+        with _reload_keys_on_sighup(key_ring, http_settings.inline_keys(), http_settings.api_keys_file):
+            async with (
+                adapters_open(container),
+                jobs_running(
+                    container.job_service(),
+                    container.job_queue(),
+                    # Without a broker the API runs the jobs itself; with one, only workers do.
+                    consume=container.job_queue().in_process,
+                    concurrency=container.config.generator.max_concurrent(),
+                    sweep_interval_s=container.config.jobs.sweep_interval_s(),
+                    webhooks=container.webhook_service(),
+                    webhook_interval_s=container.config.webhooks.poll_interval_s(),
+                ),
+            ):
+                log.info(
+                    "PixyProxy %s ready: repository=%s blob_store=%s generator=%s job_queue=%s",
+                    __version__,
+                    container.config.repository.kind(),
+                    container.config.blob_store.kind(),
+                    container.config.generator.kind(),
+                    container.config.jobs.queue(),
+                )
+                yield
         container.metrics().forget_this_process()
 
     app = FastAPI(
@@ -96,8 +103,10 @@ def create_app(container: Container | None = None) -> FastAPI:
     requests_quota, generations_quota = container.request_quota(), container.generation_quota()
     if requests_quota.configured or generations_quota.configured:
         app.add_middleware(QuotaMiddleware, requests=requests_quota, generations=generations_quota)
-    if keys := container.settings().http.named_keys():
-        app.add_middleware(ApiKeyMiddleware, keys=keys)
+    # With a keys file the check is installed even while it names no key, so a reload can add some.
+    if key_ring.entries or http_settings.api_keys_file:
+        app.add_middleware(ApiKeyMiddleware, ring=key_ring)
+    app.state.key_ring = key_ring
     app.add_middleware(
         RequestContextMiddleware,
         # Never below the largest valid request of either API.
@@ -107,6 +116,25 @@ def create_app(container: Container | None = None) -> FastAPI:
     _publish_problem_schema(app)
     openai_routes.document_served_models(app, container.served_models())
     return app
+
+
+@contextmanager
+def _reload_keys_on_sighup(ring: KeyRing, inline: list[NamedKey], path: str | None) -> Iterator[None]:
+    """While the app serves, SIGHUP re-reads the keys file into `ring` (when a file is configured)."""
+    if not path:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload_api_keys, ring, inline, path)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
+        log.warning("SIGHUP cannot reload PIXYPROXY_API_KEYS_FILE in this process")
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def create_served_app() -> FastAPI:

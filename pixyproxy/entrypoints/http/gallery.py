@@ -32,7 +32,7 @@ def _page_template() -> str:
 
 async def gallery_page(request: Request) -> HTMLResponse:
     """The page; it is told whether the service wants a key, so it asks before its first call."""
-    key_required = bool(request.app.state.container.settings().http.key_list())
+    key_required = bool(request.app.state.key_ring.entries)
     html = _page_template().replace(KEY_REQUIRED_MARK, "true" if key_required else "false")
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
