@@ -6,7 +6,6 @@ error or failed request.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright import sync_api as playwright_api
 
-from tests.support.real_parts import missing_real_part
+from tests.support.browser import headless_chromium
 from tests.support.server import RunningServer, running_server
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 15_000
 # ReDoc's side menu links to Redocly with this logo; the CSP blocks it before any request is made,
 # which is the CSP doing its job, so it is the one problem a page may report.
@@ -31,15 +29,9 @@ def _csp_blocked_redoc_logo(problem: str) -> bool:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the module; missing, it fails under CI and skips elsewhere."""
-    if shutil.which(CHROMIUM) is None:
-        missing_real_part(
-            "Debian's chromium", "install it with `apt-get update && apt-get install -y chromium`"
-        )
-    with playwright_api.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
+    """One headless Chromium for the module."""
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

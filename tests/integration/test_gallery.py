@@ -6,7 +6,6 @@ Every test fails on any console error, page error or failed request the page cau
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,11 @@ import httpx
 import pytest
 from playwright import sync_api as playwright_api
 
+from tests.support.browser import headless_chromium
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.real_parts import missing_real_part
 from tests.support.server import RunningServer, running_server
 from tests.support.stack import openai_env
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 10_000
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 API_KEY = "sk-gallery-test"
@@ -47,15 +45,9 @@ PAGE_SIZE = 48  # the page's own page size (static/app.js)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the module; missing, it fails under CI and skips elsewhere."""
-    if shutil.which(CHROMIUM) is None:
-        missing_real_part(
-            "Debian's chromium", "install it with `apt-get update && apt-get install -y chromium`"
-        )
-    with playwright_api.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
+    """One headless Chromium for the module."""
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
