@@ -66,15 +66,7 @@ def parse_api_keys(raw: str) -> list[NamedKey]:
             continue
         match = _NAMED.fullmatch(item)
         name, key = (match.group(1), match.group(2).strip()) if match else (bare_key_name(item), item)
-        if not key:
-            raise ValueError(f"api_keys: item {position} ({name}) has an empty key")
-        if name == ANONYMOUS:
-            raise ValueError(f"api_keys: item {position}: the name {ANONYMOUS!r} is reserved")
-        if any(k.name == name for k in keys):
-            raise ValueError(f"api_keys: the name {name!r} is given twice")
-        if any(k.key == key for k in keys):
-            raise ValueError(f"api_keys: item {position} ({name}) repeats an earlier key")
-        keys.append(NamedKey(name, key))
+        _add_key(keys, name, key, setting="api_keys", where=f"item {position}")
     return keys
 
 
@@ -89,17 +81,23 @@ def parse_api_keys_file(text: str) -> list[NamedKey]:
         match = _NAMED.fullmatch(line)
         if not match:
             raise ValueError(f"api_keys_file: line {number} is not name:key")
-        name, key = match.group(1), match.group(2).strip()
-        if not key:
-            raise ValueError(f"api_keys_file: line {number} ({name}) has an empty key")
-        if name == ANONYMOUS:
-            raise ValueError(f"api_keys_file: line {number}: the name {ANONYMOUS!r} is reserved")
-        if any(k.name == name for k in keys):
-            raise ValueError(f"api_keys_file: the name {name!r} is given twice")
-        if any(k.key == key for k in keys):
-            raise ValueError(f"api_keys_file: line {number} ({name}) repeats an earlier key")
-        keys.append(NamedKey(name, key))
+        _add_key(
+            keys, match.group(1), match.group(2).strip(), setting="api_keys_file", where=f"line {number}"
+        )
     return keys
+
+
+def _add_key(keys: list[NamedKey], name: str, key: str, *, setting: str, where: str) -> None:
+    """Append one key after the checks both sources share; the error names `where`, never the key."""
+    if not key:
+        raise ValueError(f"{setting}: {where} ({name}) has an empty key")
+    if name == ANONYMOUS:
+        raise ValueError(f"{setting}: {where}: the name {ANONYMOUS!r} is reserved")
+    if any(k.name == name for k in keys):
+        raise ValueError(f"{setting}: the name {name!r} is given twice")
+    if any(k.key == key for k in keys):
+        raise ValueError(f"{setting}: {where} ({name}) repeats an earlier key")
+    keys.append(NamedKey(name, key))
 
 
 def read_api_keys_file(path: str) -> list[NamedKey]:
