@@ -19,7 +19,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from pixyproxy.domain.exceptions import ConfigurationError
+from pixyproxy.domain.exceptions import ConfigurationError, QuotaUnavailableError
 from pixyproxy.ports.quota import QuotaDecision, QuotaWindow
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class LimitsQuotaGate:
         scope: str,
         on_error: OnError = "allow",
         overrides: str | None = None,
+        retry_after_s: float = 1.0,
     ) -> None:
         self._items = parse_rate(rate)
         self._overrides = parse_rate_overrides(overrides)
@@ -105,6 +106,8 @@ class LimitsQuotaGate:
         self._scope = scope
         self._on_error = on_error
         self._failing = False
+        self._retry_at = 0.0  # while the storage is failing, asked again only from this instant on
+        self._retry_after_s = retry_after_s
 
     @property
     def configured(self) -> bool:
@@ -120,6 +123,8 @@ class LimitsQuotaGate:
         items = self._items_for(owner)
         if not items:
             return QuotaDecision(allowed=True)
+        if self._resting():
+            return self._without_storage()
         try:
             for item in items:
                 if not await self._limiter.test(item, self._scope, owner, cost=cost):
@@ -136,10 +141,27 @@ class LimitsQuotaGate:
         """The owner's windows, spending nothing."""
         if not self._items_for(owner):
             return QuotaDecision(allowed=True)
+        if self._resting():
+            return self._without_storage()
         try:
             return await self._decision(owner, allowed=True)
         except Exception as err:
             return self._storage_failed(err)
+
+    @property
+    def fails_open(self) -> bool:
+        """Whether takes are allowed while the storage cannot be reached (`allow`, the default)."""
+        return self._on_error == "allow"
+
+    async def ping(self) -> None:
+        """Check the storage answers (always, in memory); raises QuotaUnavailableError."""
+        try:
+            answers = await self._storage.check()
+        except Exception:  # the client's own errors, whatever its version wraps them in
+            answers = False
+        if not answers:
+            raise QuotaUnavailableError(self._scope)
+        self._retry_at = 0.0  # it answers: the next take asks it again at once
 
     async def close(self) -> None:
         """Nothing to release: the storage is shared and its clients close with the process."""
@@ -163,7 +185,16 @@ class LimitsQuotaGate:
             log.warning("the %s quota storage answers again", self._scope)
         return QuotaDecision(allowed=allowed, windows=tuple(windows))
 
+    def _resting(self) -> bool:
+        """Whether the storage failed within the last `retry_after_s`: a Redis that hangs rather than
+        refuses would otherwise cost every request a connect timeout per window."""
+        return self._failing and time.monotonic() < self._retry_at
+
+    def _without_storage(self) -> QuotaDecision:
+        return QuotaDecision(allowed=self.fails_open, degraded=True)
+
     def _storage_failed(self, err: Exception) -> QuotaDecision:
+        self._retry_at = time.monotonic() + self._retry_after_s
         if not self._failing:
             # Once per outage: a line per request would flood the log while Redis is down.
             self._failing = True
@@ -173,4 +204,4 @@ class LimitsQuotaGate:
                 type(err).__name__,
                 "allowing" if self._on_error == "allow" else "refusing",
             )
-        return QuotaDecision(allowed=self._on_error == "allow")
+        return self._without_storage()

@@ -41,6 +41,7 @@ from pixyproxy.domain.exceptions import (
     JobQueueUnavailableError,
     JobTimeoutError,
     QuotaExceededError,
+    QuotaUnavailableError,
     RepositoryUnavailableError,
 )
 from pixyproxy.domain.models import (
@@ -281,10 +282,13 @@ class JobService:
 
     async def charge(self, owner: str, cost: int) -> QuotaDecision:
         """Spend `cost` images of the owner's generation quota, all or none. Raises
-        QuotaExceededError, having spent nothing, when fewer are left."""
+        QuotaExceededError, having spent nothing, when fewer are left; QuotaUnavailableError when
+        the quota's storage is down and the policy is to refuse."""
         if self._quota is None:
             return QuotaDecision(allowed=True)
         decision = await self._quota.take(owner, cost)
+        if not decision.allowed and decision.degraded:  # nothing could be counted, and the policy is deny
+            raise QuotaUnavailableError("generation")
         if not decision.allowed:
             remaining = decision.remaining
             # When the windows short of `cost` have moved on; a cost above a window's limit never fits.

@@ -248,6 +248,16 @@ class WebhookRefusedError(InvalidRequestError):
         super().__init__(reason, field="webhook")
 
 
+class QuotaUnavailableError(ImageGenerationException):
+    """The quota's shared storage (Redis) cannot be reached and PIXYPROXY_RATE_LIMIT_ON_ERROR is
+    `deny`: nothing can be counted, so nothing is allowed. Retry after `retry_after_s`."""
+
+    def __init__(self, quota: str, *, retry_after_s: float = 5.0) -> None:
+        self.quota = quota
+        self.retry_after_s = retry_after_s
+        super().__init__(f"the {quota} quota cannot be counted right now (its storage is unavailable)")
+
+
 class QuotaExceededError(ImageGenerationException):
     """An owner asked for more than its quota has left (`cost` units: requests, or images); nothing
     was done. Retry after `retry_after_s`."""

@@ -45,7 +45,13 @@ from pixyproxy.domain.exceptions import (
     RepositoryUnavailableError,
 )
 from pixyproxy.entrypoints.job_documents import JobDocuments
-from pixyproxy.entrypoints.metrics import JobMetrics, MeteredBlobStore, MeteredImageGenerator, Metrics
+from pixyproxy.entrypoints.metrics import (
+    JobMetrics,
+    MeteredBlobStore,
+    MeteredImageGenerator,
+    MeteredQuotaGate,
+    Metrics,
+)
 from pixyproxy.entrypoints.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -199,19 +205,29 @@ class Container(containers.DeclarativeContainer):
     # One storage for both quotas: memory:// counts per process, redis:// across every node.
     quota_storage = providers.Singleton(limits_storage, config.quota.storage)
     generation_quota = providers.Singleton(
-        LimitsQuotaGate,
-        config.quota.generation_rate,
-        storage=quota_storage,
-        scope="generations",
-        on_error=config.quota.on_error,
-        overrides=config.quota.rate_overrides,
+        MeteredQuotaGate,
+        providers.Singleton(
+            LimitsQuotaGate,
+            config.quota.generation_rate,
+            storage=quota_storage,
+            scope="generations",
+            on_error=config.quota.on_error,
+            overrides=config.quota.rate_overrides,
+        ),
+        metrics=metrics,
+        quota="generations",
     )
     request_quota = providers.Singleton(
-        LimitsQuotaGate,
-        config.quota.request_rate,
-        storage=quota_storage,
-        scope="requests",
-        on_error=config.quota.on_error,
+        MeteredQuotaGate,
+        providers.Singleton(
+            LimitsQuotaGate,
+            config.quota.request_rate,
+            storage=quota_storage,
+            scope="requests",
+            on_error=config.quota.on_error,
+        ),
+        metrics=metrics,
+        quota="requests",
     )
 
     job_service = providers.Factory(
@@ -233,7 +249,11 @@ class Container(containers.DeclarativeContainer):
     )
 
     readiness_checker = providers.Factory(
-        ReadinessChecker, repository=repository, blob_store=blob_store, job_queue=job_queue
+        ReadinessChecker,
+        repository=repository,
+        blob_store=blob_store,
+        job_queue=job_queue,
+        quotas=providers.List(generation_quota, request_quota),
     )
 
 

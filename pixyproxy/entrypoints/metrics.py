@@ -21,6 +21,7 @@ from starlette.types import Scope
 
 from pixyproxy.domain.models import BlobInfo, GeneratedImage, GenerationOptions, Job
 from pixyproxy.ports import BlobStore, ImageGenerator
+from pixyproxy.ports.quota import QuotaDecision, QuotaGate
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -109,18 +110,46 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Owners are API-key names: configured by the operator, never taken from a request, so
+        # these labels stay few (plus `anonymous`, for requests without a valid key).
+        self.owner_requests = Counter(
+            "pixyproxy_owner_requests_total",
+            "HTTP requests by owner (the API key's name) and status.",
+            ["owner", "status"],
+            registry=self.registry,
+        )
+        self.owner_generations = Counter(
+            "pixyproxy_owner_generations_total",
+            "Generation jobs finished by owner and status (counted where the job ran).",
+            ["owner", "status"],
+            registry=self.registry,
+        )
+        self.quota_refusals = Counter(
+            "pixyproxy_quota_refusals_total",
+            "Takes refused because the owner's quota was spent, by quota (requests, generations) and owner.",
+            ["quota", "owner"],
+            registry=self.registry,
+        )
+        self.quota_storage_errors = Counter(
+            "pixyproxy_quota_storage_errors_total",
+            "Quota takes decided without the storage (Redis unreachable), by quota and the policy's answer.",
+            ["quota", "decision"],
+            registry=self.registry,
+        )
         self.bytes_stored = Counter(
             "pixyproxy_blob_bytes_stored_total",
             "Bytes written to the blob store.",
             registry=self.registry,
         )
 
-    def observe_request(self, scope: Scope, status: int, elapsed_s: float) -> None:
+    def observe_request(self, scope: Scope, status: int, elapsed_s: float, *, owner: str) -> None:
         """Count and time one request by its route template (never the raw path: GUIDs would
-        explode the labels); the router has put the matched route in the scope by now."""
+        explode the labels), and count it for its owner; the router has put the matched route in the
+        scope by now."""
         route = getattr(scope.get("route"), "path", "unmatched")
         self.requests.labels(scope["method"], route, str(status)).inc()
         self.request_latency.labels(scope["method"], route).observe(elapsed_s)
+        self.owner_requests.labels(owner, str(status)).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text: this process's metrics, or every worker's when they share a directory."""
@@ -151,11 +180,56 @@ class JobMetrics:
             self._metrics.job_queue_wait.observe((job.started_at - job.created_at).total_seconds())
 
     async def finished(self, job: Job) -> None:
-        """Count the outcome and time the run."""
+        """Count the outcome, for its owner too, and time the run."""
         self._metrics.jobs_finished.labels(job.status.value).inc()
+        self._metrics.owner_generations.labels(job.owner, job.status.value).inc()
         if job.started_at is not None and job.finished_at is not None:
             run_s = (job.finished_at - job.started_at).total_seconds()
             self._metrics.job_run_time.labels(job.status.value).observe(run_s)
+
+
+class MeteredQuotaGate:
+    """A QuotaGate that counts refusals by owner, and takes decided while its storage was down."""
+
+    def __init__(self, inner: QuotaGate, *, metrics: Metrics, quota: str) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._quota = quota
+
+    @property
+    def configured(self) -> bool:
+        """The wrapped gate's."""
+        return self._inner.configured
+
+    @property
+    def fails_open(self) -> bool:
+        """The wrapped gate's."""
+        return self._inner.fails_open
+
+    async def take(self, owner: str, cost: int = 1) -> QuotaDecision:
+        """Take, then count what the decision says."""
+        decision = await self._inner.take(owner, cost)
+        self._observe(owner, decision)
+        return decision
+
+    async def peek(self, owner: str) -> QuotaDecision:
+        """Pass through: a peek decides nothing, so it counts nothing."""
+        return await self._inner.peek(owner)
+
+    def _observe(self, owner: str, decision: QuotaDecision) -> None:
+        if decision.degraded:
+            verdict = "allowed" if decision.allowed else "refused"
+            self._metrics.quota_storage_errors.labels(self._quota, verdict).inc()
+        elif not decision.allowed:
+            self._metrics.quota_refusals.labels(self._quota, owner).inc()
+
+    async def ping(self) -> None:
+        """Pass through."""
+        await self._inner.ping()
+
+    async def close(self) -> None:
+        """Pass through."""
+        await self._inner.close()
 
 
 class MeteredImageGenerator:

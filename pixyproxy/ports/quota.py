@@ -20,10 +20,15 @@ class QuotaWindow:
 
 @dataclass(frozen=True)
 class QuotaDecision:
-    """Whether a take was allowed, and every window after it (empty when no quota is configured)."""
+    """Whether a take was allowed, and every window after it (empty when no quota is configured).
+
+    `degraded`: the storage could not be reached, so nothing was counted and `allowed` is the
+    configured on-error policy's answer (fail open or fail closed), with no windows to report.
+    """
 
     allowed: bool
     windows: tuple[QuotaWindow, ...] = ()
+    degraded: bool = False
 
     @property
     def retry_after_s(self) -> float:
@@ -53,6 +58,15 @@ class QuotaGate(Protocol):
 
     async def peek(self, owner: str) -> QuotaDecision:
         """The owner's windows as they stand, spending nothing."""
+        ...
+
+    @property
+    def fails_open(self) -> bool:
+        """Whether takes are allowed while the storage cannot be reached (else they are refused)."""
+        ...
+
+    async def ping(self) -> None:
+        """Check the storage answers; raises QuotaUnavailableError."""
         ...
 
     async def close(self) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from pixyproxy.adapters.quota_limits import LimitsQuotaGate, limits_storage
+from pixyproxy.domain.exceptions import QuotaUnavailableError
 from pixyproxy.ports.quota import QuotaGate
 from tests.support.redis import require_redis
 
@@ -108,7 +111,42 @@ async def test_an_unreachable_storage_follows_the_on_error_policy(on_error: str,
         scope="down",
         on_error=on_error,  # type: ignore[arg-type]
     )
+    assert gate.fails_open is allowed
     decision = await gate.take("alice")
     assert decision.allowed is allowed
+    assert decision.degraded
     assert decision.windows == ()
     assert (await gate.peek("alice")).allowed is allowed
+    with pytest.raises(QuotaUnavailableError):
+        await gate.ping()
+
+
+async def test_a_reachable_storage_answers_the_ping_and_is_not_degraded(gate: QuotaGate) -> None:
+    await gate.ping()
+    assert not (await gate.take("alice")).degraded
+    assert not (await gate.peek("alice")).degraded
+
+
+async def test_a_hanging_storage_costs_one_timeout_then_is_rested() -> None:
+    # A listener that accepts and never answers: a Redis that hangs instead of refusing.
+    hung = socket.create_server(("127.0.0.1", 0))
+    try:
+        gate = LimitsQuotaGate(
+            "3/minute",
+            storage=limits_storage(f"redis://127.0.0.1:{hung.getsockname()[1]}/0"),
+            scope="hung",
+            retry_after_s=30,
+        )
+        started = time.monotonic()
+        first = await gate.take("alice")
+        assert first.degraded
+        assert first.allowed
+        assert time.monotonic() - started < 5  # the client's own 1 s timeouts, not a hang
+        started = time.monotonic()
+        for _ in range(5):
+            again = await gate.take("alice")
+            assert again.degraded
+            assert again.allowed
+        assert time.monotonic() - started < 0.5  # not asked again while it rests
+    finally:
+        hung.close()

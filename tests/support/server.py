@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import secrets_watch
 from tests.support.real_parts import free_port
 
 
@@ -56,6 +57,7 @@ def start_server(
     """Start a server and wait until it answers HTTP; fail with its output if it does not."""
     port = port or free_port()
     full_env = {**os.environ, "PIXYPROXY_LOG_LEVEL": "INFO", **env}
+    secrets_watch.watch(log_path, full_env)
     handle = log_path.open("ab")
     process = subprocess.Popen(
         [
@@ -103,10 +105,12 @@ class RunningWorker(RunningProcess):
 
 def start_worker(env: Mapping[str, str], log_path: Path, *, concurrency: int) -> RunningWorker:
     """Start a worker and wait until it says it is consuming; fail with its output if it does not."""
+    full_env = {**os.environ, "PIXYPROXY_LOG_LEVEL": "INFO", **env}
+    secrets_watch.watch(log_path, full_env)
     handle = log_path.open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "pixyproxy.entrypoints.cli", "worker", "--concurrency", str(concurrency)],
-        env={**os.environ, "PIXYPROXY_LOG_LEVEL": "INFO", **env},
+        env=full_env,
         stdout=handle,
         stderr=subprocess.STDOUT,
     )

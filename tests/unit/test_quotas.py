@@ -135,3 +135,120 @@ def test_bad_quota_settings_stop_start_up(monkeypatch: pytest.MonkeyPatch, name:
     with pytest.raises(ConfigurationError) as caught:
         build_container().settings()
     assert name in str(caught.value)
+
+
+DOWN_REDIS = "redis://127.0.0.1:9/0"  # port 9 (discard) refuses connections on loopback: Redis down
+
+
+async def test_a_quota_storage_outage_fails_open_by_default_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with await client_for(
+        monkeypatch,
+        PIXYPROXY_API_KEYS=KEYS,
+        PIXYPROXY_GENERATION_RATE="1/minute",
+        PIXYPROXY_REQUEST_RATE="1/minute",
+        PIXYPROXY_RATE_LIMIT_STORAGE=DOWN_REDIS,
+    ) as c:
+        for _ in range(3):  # far past both quotas: nothing can be counted, so nothing is refused
+            made = await c.post("/image", json={"prompt": "fox"}, headers=auth(ALICE))
+            assert made.status_code == 201, made.text
+            assert "ratelimit" not in made.headers  # no window can be read: none is claimed
+        ready = await c.get("/readyz")
+        assert ready.status_code == 200  # serving on, as configured
+        body = ready.json()
+        assert body["ready"] is True
+        assert body["degraded"] is True
+        quota = next(check for check in body["checks"] if check["name"] == "quota_storage")
+        assert quota["ok"] is False
+        assert quota["degraded"] is True
+        assert "PIXYPROXY_RATE_LIMIT_ON_ERROR=allow" in quota["detail"]
+        assert "127.0.0.1:9" not in ready.text
+        text = (await c.get("/metrics", headers=auth(ALICE))).text
+        # 3 generation takes, and 4 request takes (the /metrics request included).
+        assert 'pixyproxy_quota_storage_errors_total{decision="allowed",quota="generations"} 3.0' in text
+        assert 'pixyproxy_quota_storage_errors_total{decision="allowed",quota="requests"} 4.0' in text
+
+
+async def test_a_quota_storage_outage_with_deny_refuses_with_503_and_makes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with await client_for(
+        monkeypatch,
+        PIXYPROXY_API_KEYS=KEYS,
+        PIXYPROXY_GENERATION_RATE="5/minute",
+        PIXYPROXY_RATE_LIMIT_STORAGE=DOWN_REDIS,
+        PIXYPROXY_RATE_LIMIT_ON_ERROR="deny",
+    ) as c:
+        refused = await c.post("/image", json={"prompt": "fox"}, headers=auth(ALICE))
+        assert refused.status_code == 503
+        assert refused.json()["type"].endswith("quota-unavailable")
+        assert int(refused.headers["retry-after"]) >= 1
+        v1 = await c.post("/v1/images/generations", json={"prompt": "fox"}, headers=auth(ALICE))
+        assert v1.status_code == 503
+        assert "error" in v1.json()
+        assert (await c.get("/image", headers=auth(ALICE))).json() == []  # nothing made
+        assert (await c.get("/jobs", headers=auth(ALICE))).json() == []  # nothing queued
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503  # failing closed: this node cannot serve generations
+        assert ready.json()["degraded"] is False
+        text = (await c.get("/metrics", headers=auth(ALICE))).text
+        assert 'pixyproxy_quota_storage_errors_total{decision="refused",quota="generations"} 2.0' in text
+
+
+async def test_a_request_quota_outage_with_deny_refuses_every_request_with_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with await client_for(
+        monkeypatch,
+        PIXYPROXY_API_KEYS=KEYS,
+        PIXYPROXY_REQUEST_RATE="5/minute",
+        PIXYPROXY_RATE_LIMIT_STORAGE=DOWN_REDIS,
+        PIXYPROXY_RATE_LIMIT_ON_ERROR="deny",
+    ) as c:
+        refused = await c.get("/image", headers=auth(ALICE))
+        assert refused.status_code == 503
+        assert refused.json()["type"].endswith("quota-unavailable")
+        assert (await c.get("/healthz")).status_code == 200  # the probes are never metered
+
+
+async def test_metrics_count_requests_generations_and_refusals_by_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with await client_for(
+        monkeypatch, PIXYPROXY_API_KEYS=KEYS, PIXYPROXY_GENERATION_RATE="1/minute"
+    ) as c:
+        assert (await c.post("/image", json={"prompt": "fox"}, headers=auth(ALICE))).status_code == 201
+        assert (await c.post("/image", json={"prompt": "fox"}, headers=auth(ALICE))).status_code == 429
+        assert (await c.get("/image", headers=auth(BOB))).status_code == 200
+        assert (await c.get("/image", headers={"Authorization": "Bearer sk-wrong"})).status_code == 401
+        text = (await c.get("/metrics", headers=auth(ALICE))).text
+    alice, bob = "alice", "bob"
+    assert f'pixyproxy_owner_requests_total{{owner="{alice}",status="201"}} 1.0' in text
+    assert f'pixyproxy_owner_requests_total{{owner="{alice}",status="429"}} 1.0' in text
+    assert f'pixyproxy_owner_requests_total{{owner="{bob}",status="200"}} 1.0' in text
+    assert 'pixyproxy_owner_requests_total{owner="anonymous",status="401"} 1.0' in text
+    assert f'pixyproxy_owner_generations_total{{owner="{alice}",status="succeeded"}} 1.0' in text
+    assert f'pixyproxy_quota_refusals_total{{owner="{alice}",quota="generations"}} 1.0' in text
+    assert "sk-wrong" not in text
+    for key in (ALICE, BOB):
+        assert key not in text
+
+
+async def test_every_gated_route_declares_the_key_and_quota_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with await client_for(monkeypatch) as c:
+        schema = (await c.get("/openapi.json")).json()
+    open_paths = {"/healthz", "/readyz", "/"}
+    checked = 0
+    for path, operations in schema["paths"].items():
+        if path in open_paths:
+            continue
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status in ("401", "429", "503"):
+                assert status in responses, f"{method.upper()} {path} does not declare {status}"
+                media = responses[status].get("content", {})
+                ref = "OpenAIError" if path.startswith("/v1/") else "Problem"
+                assert any(ref in str(m) for m in media.values()), (method, path, status, media)
+            checked += 1
+    assert checked == 13  # every operation of /image, /jobs, /metrics and /v1

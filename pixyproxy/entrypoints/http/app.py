@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy import __version__
@@ -21,9 +22,16 @@ from pixyproxy.entrypoints.container import (
     build_container,
 )
 from pixyproxy.entrypoints.http import docs, gallery, jobs_routes, openai_routes, ops, routes
-from pixyproxy.entrypoints.http.auth import ApiKeyMiddleware, reload_api_keys
+from pixyproxy.entrypoints.http.auth import OPEN_PATHS, OPEN_PREFIXES, ApiKeyMiddleware, reload_api_keys
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
-from pixyproxy.entrypoints.http.problems import Problem, handle_exception
+from pixyproxy.entrypoints.http.openai_errors import OPENAI_ERROR_DESCRIPTIONS
+from pixyproxy.entrypoints.http.problems import (
+    PROBLEM_DESCRIPTIONS,
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    handle_exception,
+    leaf_routes,
+)
 from pixyproxy.entrypoints.http.quota_headers import QuotaMiddleware
 from pixyproxy.entrypoints.job_runner import jobs_running
 from pixyproxy.entrypoints.logging_setup import configure_logging
@@ -113,9 +121,39 @@ def create_app(container: Container | None = None) -> FastAPI:
         max_body_bytes=max(container.settings().http.body_cap(), openai_routes.largest_valid_body_bytes()),
         metrics=container.metrics(),
     )
+    _declare_gate_answers(app)
     _publish_problem_schema(app)
     openai_routes.document_served_models(app, container.served_models())
     return app
+
+
+# What the layers in front of every route but the open ones may answer, whichever route it is: a
+# missing key (401), a spent request quota (429), a quota storage that is down under `deny` (503).
+GATE_STATUSES = (401, 429, 503)
+
+
+def _declare_gate_answers(app: FastAPI) -> None:
+    """Declare the key and quota layers' answers in every gated route's OpenAPI, in its API's shape
+    (OpenAI's error under /v1/, a problem elsewhere), where the route does not declare them itself."""
+    for route in leaf_routes(app.routes):
+        if (
+            not isinstance(route, APIRoute)
+            or route.path in OPEN_PATHS
+            or route.path.startswith(OPEN_PREFIXES)
+        ):
+            continue
+        openai = route.path.startswith("/v1/")
+        schema = "OpenAIError" if openai else "Problem"
+        media_type = "application/json" if openai else PROBLEM_MEDIA_TYPE
+        descriptions = OPENAI_ERROR_DESCRIPTIONS if openai else PROBLEM_DESCRIPTIONS
+        for status in GATE_STATUSES:
+            if status in route.responses or str(status) in route.responses:
+                continue
+            # A $ref rather than a `model`: FastAPI reads models when the route is made, not now.
+            route.responses[status] = {
+                "description": descriptions.get(status, "Error"),
+                "content": {media_type: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+            }
 
 
 @contextmanager

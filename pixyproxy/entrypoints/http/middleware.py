@@ -84,7 +84,7 @@ class RequestContextMiddleware:
                 log.info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_ms)
             else:
                 log.info("REQUEST END %s %s %d %.1fms owner=%s", method, path, status, elapsed_ms, owner)
-            self._metrics.observe_request(scope, status, elapsed_s)
+            self._metrics.observe_request(scope, status, elapsed_s, owner=owner)
             current_request_id.reset(token)
 
     def _capped(self, receive: Receive) -> Receive:

@@ -123,7 +123,7 @@ OPENAI_ERROR_DESCRIPTIONS = {
     429: "The caller's quota is spent, or the upstream generator is rate limiting; see Retry-After",
     500: "Unexpected error",
     502: "The generator answered badly or refused PixyProxy's credentials",
-    503: "The generator, database or blob store is unavailable; see Retry-After",
+    503: "The generator, database, blob store or quota storage is unavailable; see Retry-After",
 }
 
 

@@ -16,9 +16,11 @@ router = APIRouter(tags=["operations"])
 
 
 class Readiness(BaseModel):
-    """Whether this worker can serve, and why not."""
+    """Whether this worker can serve, and why not. `degraded`: it serves, but a dependency it can
+    do without is down (the quota storage, failing open)."""
 
     ready: bool
+    degraded: bool = False
     checks: list[CheckResult]
 
 
@@ -31,7 +33,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Readiness: the repository and blob store answer",
+    summary="Readiness: the repository, blob store, broker and quota storage answer",
     responses={503: {"model": Readiness, "description": "A dependency is down"}},
 )
 @inject
@@ -39,12 +41,12 @@ async def readyz(
     response: Response,
     checker: Annotated[ReadinessChecker, Depends(AsyncProvide[Container.readiness_checker])],
 ) -> Readiness:
-    """One entry per check; 503 when any is down."""
+    """One entry per check; 503 when any it cannot serve without is down."""
     results = await checker.check()
-    ready = all(r.ok for r in results)
+    ready = all(r.ok or r.degraded for r in results)
     if not ready:
         response.status_code = 503
-    return Readiness(ready=ready, checks=results)
+    return Readiness(ready=ready, degraded=any(r.degraded for r in results), checks=results)
 
 
 @router.get(

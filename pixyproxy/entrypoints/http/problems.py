@@ -99,6 +99,9 @@ PROBLEMS: dict[type[BaseException], ProblemKind] = {
     errors.JobCanceledError: ProblemKind(409, "job-canceled", "Job canceled"),
     errors.JobTimeoutError: ProblemKind(503, "job-still-running", "The job has not finished yet"),
     errors.QuotaExceededError: ProblemKind(429, "rate-limited", "Quota exceeded"),
+    errors.QuotaUnavailableError: ProblemKind(
+        503, "quota-unavailable", "Quota storage unavailable", "the quota cannot be counted; retry shortly"
+    ),
     errors.ConfigurationError: ProblemKind(
         500, "configuration-error", "Server misconfigured", "the server is misconfigured"
     ),
@@ -283,19 +286,19 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 def _allowed_methods(request: Request) -> str:
     methods: set[str] = set()
-    for route in _leaf_routes(request.app.routes):
+    for route in leaf_routes(request.app.routes):
         match, _ = route.matches({**request.scope, "method": "GET"})
         if match != Match.NONE:
             methods |= getattr(route, "methods", None) or set()
     return ", ".join(sorted(methods))
 
 
-def _leaf_routes(routes: Any) -> Any:
+def leaf_routes(routes: Any) -> Any:
     """Every route, looking inside the wrappers newer FastAPI versions put around included routers."""
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
-            yield from _leaf_routes(inner.routes)
+            yield from leaf_routes(inner.routes)
         else:
             yield route
 
@@ -323,5 +326,5 @@ PROBLEM_DESCRIPTIONS = {
     429: "The caller's request or generation quota is spent; see Retry-After",
     500: "Unexpected error",
     502: "The generator answered badly or refused PixyProxy's credentials",
-    503: "The generator, database or blob store is unavailable; see Retry-After",
+    503: "The generator, database, blob store or quota storage is unavailable; see Retry-After",
 }

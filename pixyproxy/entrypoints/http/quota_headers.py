@@ -14,7 +14,7 @@ import math
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixyproxy.domain.exceptions import QuotaExceededError
+from pixyproxy.domain.exceptions import ImageGenerationException, QuotaExceededError, QuotaUnavailableError
 from pixyproxy.entrypoints.http.auth import OPEN_PATHS, OPEN_PREFIXES, caller_of
 from pixyproxy.entrypoints.http.problems import exception_to_response
 from pixyproxy.ports.quota import QuotaDecision, QuotaGate, QuotaWindow
@@ -48,8 +48,12 @@ class QuotaMiddleware:
         owner = caller_of(scope).name
         taken = await self._requests.take(owner, 1)
         if not taken.allowed:
-            refusal = QuotaExceededError(
-                owner, quota="request", cost=1, remaining=0, retry_after_s=max(taken.retry_after_s, 1.0)
+            refusal: ImageGenerationException = (
+                QuotaUnavailableError("request")  # storage down, policy deny: 503, not the caller's fault
+                if taken.degraded
+                else QuotaExceededError(
+                    owner, quota="request", cost=1, remaining=0, retry_after_s=max(taken.retry_after_s, 1.0)
+                )
             )
             response = exception_to_response(refusal, instance=path)
             response.headers.update(await self._headers(owner, taken))
