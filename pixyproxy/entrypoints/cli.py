@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
     worker = commands.add_parser("worker", help="run generation jobs from the broker's queue")
     worker.add_argument("--concurrency", type=int, default=8, help="jobs run at once (default 8)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve this worker's /metrics on this port (default: none)",
+    )
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="the address /metrics listens on")
     commands.add_parser("init-db", help="create the repository's schema (idempotent)")
     generate = commands.add_parser("generate", help="generate one image and print its detail as JSON")
     generate.add_argument("prompt")
@@ -72,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pixyproxy.entrypoints.worker import configure_worker, run_worker
 
             configure_worker(container, concurrency=args.concurrency)
-            return asyncio.run(run_worker(container, concurrency=args.concurrency))
+            metrics_at = (args.metrics_host, args.metrics_port) if args.metrics_port else None
+            return asyncio.run(run_worker(container, concurrency=args.concurrency, metrics_at=metrics_at))
         if args.command == "init-db":
             return asyncio.run(_init_db(container))
         if args.command == "generate":

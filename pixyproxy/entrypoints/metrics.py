@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import Scope
 
@@ -47,6 +47,20 @@ def shared_between_workers(workers: int) -> Iterator[None]:
     finally:
         del os.environ[SHARED_DIR_ENV]
         shutil.rmtree(shared_dir, ignore_errors=True)
+
+
+@contextmanager
+def serving_metrics(metrics: Metrics, host: str, port: int) -> Iterator[None]:
+    """This process's metrics in Prometheus text on http://host:port/ (any path), from a thread, for
+    a process with no HTTP API of its own (the worker); stopped when the block ends."""
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    log.info("metrics served on http://%s:%d/metrics", host, server.server_port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 class Metrics:

@@ -7,12 +7,14 @@ the upstream sees at most workers x concurrency generations, however many API no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
 from pixyproxy.domain.exceptions import ConfigurationError
 from pixyproxy.entrypoints.container import Container, adapters_open
 from pixyproxy.entrypoints.job_runner import jobs_running
+from pixyproxy.entrypoints.metrics import serving_metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,25 @@ def configure_worker(container: Container, *, concurrency: int) -> None:
     container.config.generator.max_concurrent.from_value(concurrency)
 
 
-async def run_worker(container: Container, *, concurrency: int) -> int:
-    """Consume jobs until SIGTERM or SIGINT; jobs cut short are handed back for another worker."""
+async def run_worker(
+    container: Container, *, concurrency: int, metrics_at: tuple[str, int] | None = None
+) -> int:
+    """Consume jobs until SIGTERM or SIGINT; jobs cut short are handed back for another worker.
+
+    `metrics_at` (host, port): serve the worker's own metrics (generations, jobs, by owner) there,
+    for Prometheus to scrape beside the API nodes' /metrics.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop_signal, stop.set)
+    with contextlib.ExitStack() as exposing:
+        if metrics_at is not None:
+            exposing.enter_context(serving_metrics(container.metrics(), *metrics_at))
+        return await _consume(container, concurrency=concurrency, stop=stop)
+
+
+async def _consume(container: Container, *, concurrency: int, stop: asyncio.Event) -> int:
     async with (
         adapters_open(container),
         jobs_running(

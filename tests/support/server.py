@@ -103,13 +103,23 @@ class RunningWorker(RunningProcess):
     """A `pixyproxy worker` process and the file its output goes to."""
 
 
-def start_worker(env: Mapping[str, str], log_path: Path, *, concurrency: int) -> RunningWorker:
+def start_worker(
+    env: Mapping[str, str], log_path: Path, *, concurrency: int, extra_args: list[str] | None = None
+) -> RunningWorker:
     """Start a worker and wait until it says it is consuming; fail with its output if it does not."""
     full_env = {**os.environ, "PIXYPROXY_LOG_LEVEL": "INFO", **env}
     secrets_watch.watch(log_path, full_env)
     handle = log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "pixyproxy.entrypoints.cli", "worker", "--concurrency", str(concurrency)],
+        [
+            sys.executable,
+            "-m",
+            "pixyproxy.entrypoints.cli",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            *(extra_args or []),
+        ],
         env=full_env,
         stdout=handle,
         stderr=subprocess.STDOUT,
