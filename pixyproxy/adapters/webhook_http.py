@@ -1,6 +1,7 @@
 """Webhook delivery over HTTP (httpx), signed as Standard Webhooks (`standardwebhooks`), with the
 SSRF guard: a destination that is or resolves to a loopback, private, link-local or multicast
-address is refused before any connection is attempted."""
+address is refused before any connection is attempted, and the connection goes to the address that
+was checked (a second DNS answer never gets a say)."""
 
 from __future__ import annotations
 
@@ -54,14 +55,20 @@ class HttpWebhookSender:
 
     async def check_destination(self, url: str) -> None:
         """Refuse private destinations, resolving the host name first (DNS can point anywhere)."""
+        await self._checked_addresses(url)
+
+    async def _checked_addresses(self, url: str) -> list[IpAddress]:
+        """The host's addresses once every one is public (none to check when private ones are allowed)."""
         if self._allow_private:
-            return
+            return []
         host = urlsplit(url).hostname or ""
-        for address in await self._addresses_of(host, url):
+        addresses = await self._addresses_of(host, url)
+        for address in addresses:
             if not is_public(address):
                 raise WebhookRefusedError(
                     url, f"the webhook's host {host} is a loopback, private, link-local or multicast address"
                 )
+        return addresses
 
     async def _addresses_of(self, host: str, url: str) -> list[IpAddress]:
         try:
@@ -83,7 +90,7 @@ class HttpWebhookSender:
         if self._signer is None:
             return SendResult(None, "not sent: no signing secret is configured")
         try:
-            await self.check_destination(url)
+            addresses = await self._checked_addresses(url)
         except WebhookRefusedError as err:
             return SendResult(None, f"refused: {err}")
         moment = timestamp.astimezone(UTC)
@@ -93,8 +100,16 @@ class HttpWebhookSender:
             "webhook-timestamp": str(int(moment.timestamp())),
             "webhook-signature": self._signer.sign(webhook_id, moment, body),
         }
+        target, extensions = url, {}
+        if addresses:
+            # Connect to the address just checked, never to what a second lookup might answer (DNS
+            # rebinding); the name still goes in Host and, for https, in SNI and the certificate check.
+            target, host_header, extensions = _pinned(url, addresses[0])
+            headers["host"] = host_header
         try:
-            response = await self._client.post(url, content=body.encode(), headers=headers)
+            response = await self._client.post(
+                target, content=body.encode(), headers=headers, extensions=extensions
+            )
         except httpx.TimeoutException:
             return SendResult(None, "timeout")
         except httpx.HTTPError as err:
@@ -108,6 +123,19 @@ class HttpWebhookSender:
     async def close(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
+
+
+def _pinned(url: str, address: IpAddress) -> tuple[str, str, dict[str, str]]:
+    """`url` aimed at `address`: the URL to connect to, the Host header, and the request extensions
+    that keep TLS verifying the certificate against the name (httpcore's `sni_hostname`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    port = f":{parts.port}" if parts.port is not None else ""
+    netloc = literal + port
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    host_header = (f"[{host}]" if ":" in host else host) + port
+    return parts._replace(netloc=netloc).geturl(), host_header, extensions
 
 
 def _retry_after_s(value: str | None) -> float | None:

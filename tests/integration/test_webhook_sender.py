@@ -3,13 +3,16 @@ and the SSRF guard, which refuses private destinations before any connection is 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from standardwebhooks import Webhook
 
+from pixyproxy.adapters import webhook_http
 from pixyproxy.adapters.webhook_http import HttpWebhookSender
 from pixyproxy.domain.exceptions import WebhookRefusedError
 from pixyproxy.domain.models import utc_now
@@ -139,3 +142,66 @@ async def test_nothing_is_sent_without_a_secret(receiver: WebhookReceiver) -> No
         await unsigned.close()
     assert result.status_code is None
     assert receiver.deliveries() == []
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(
+    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A DNS server that rebinds: the check's lookup says loopback (allowed here, as if public), any
+    # later one says 10.66.66.66. `rebind.invalid` resolves nowhere else, so the delivery arrives only
+    # if the connection went to the address the guard checked, without a second lookup.
+    answers = [ipaddress.ip_address("127.0.0.1")]
+    lookups: list[str] = []
+
+    async def rebinding(self: HttpWebhookSender, host: str, url: str) -> list[ipaddress.IPv4Address]:
+        lookups.append(host)
+        return [answers[0] if len(lookups) == 1 else ipaddress.ip_address("10.66.66.66")]
+
+    monkeypatch.setattr(HttpWebhookSender, "_addresses_of", rebinding)
+    monkeypatch.setattr(webhook_http, "is_public", lambda address: str(address) == "127.0.0.1")
+    guarded = HttpWebhookSender(secret=TEST_SECRET, timeout_s=2, allow_private=False)
+    parts = urlsplit(receiver.url)
+    port = parts.port
+    try:
+        result = await guarded.send(
+            parts._replace(netloc=f"rebind.invalid:{port}").geturl(),
+            webhook_id="msg_pin",
+            timestamp=utc_now(),
+            body=BODY,
+        )
+    finally:
+        await guarded.close()
+    assert result.status_code == 204, result.detail
+    assert lookups == ["rebind.invalid"]  # one lookup: the one that was checked
+    [delivery] = receiver.deliveries()
+    assert delivery.verified
+    assert delivery.headers["host"] == f"rebind.invalid:{port}"
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "pinned", "host", "sni"),
+    [
+        ("http://hooks.example/a?b=1", "93.184.216.34", "http://93.184.216.34/a?b=1", "hooks.example", None),
+        (
+            "https://hooks.example:8443/a",
+            "93.184.216.34",
+            "https://93.184.216.34:8443/a",
+            "hooks.example:8443",
+            "hooks.example",
+        ),
+        (
+            "https://hooks.example/a",
+            "2606:2800:220:1::1",
+            "https://[2606:2800:220:1::1]/a",
+            "hooks.example",
+            "hooks.example",
+        ),
+    ],
+)
+def test_a_pinned_url_keeps_the_name_for_host_and_tls(
+    url: str, address: str, pinned: str, host: str, sni: str | None
+) -> None:
+    target, host_header, extensions = webhook_http._pinned(url, ipaddress.ip_address(address))
+    assert target == pinned
+    assert host_header == host
+    assert extensions.get("sni_hostname") == sni
