@@ -106,6 +106,10 @@ class HttpWebhookSender:
             # rebinding); the name still goes in Host and, for https, in SNI and the certificate check.
             target, host_header, extensions = _pinned(url, addresses[0])
             headers["host"] = host_header
+            if extensions:
+                # The pool knows connections by address, not by name: a TLS connection verified for
+                # one name must not carry the next delivery to another name at the same address.
+                headers["connection"] = "close"
         try:
             response = await self._client.post(
                 target, content=body.encode(), headers=headers, extensions=extensions
