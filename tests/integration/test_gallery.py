@@ -6,6 +6,7 @@ Every test fails on any console error, page error or failed request the page cau
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -338,17 +339,22 @@ def test_with_keys_the_page_asks_for_one_and_works_after(
 
 @pytest.mark.parametrize("width", [1280, 360])
 def test_screenshots_of_grid_and_detail(
-    server: RunningServer, open_page: Callable[..., Any], width: int
+    server: RunningServer, open_page: Callable[..., Any], width: int, tmp_path: Path
 ) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # The screenshots take a run's own creation times: rewritten only when asked, so that a test run
+    # leaves the tree as it found it (`PIXYPROXY_WRITE_SCREENSHOTS=1 pytest -k screenshots`).
+    target = SCREENSHOTS if os.environ.get("PIXYPROXY_WRITE_SCREENSHOTS") == "1" else tmp_path
+    target.mkdir(parents=True, exist_ok=True)
     page = open_page(server, width=width, height=800)
     expect(page.locator("#grid li.card[data-guid]").first).to_be_visible()
     wait_for_thumbnails(page)
-    page.screenshot(path=str(SCREENSHOTS / f"gallery-grid-{width}.png"))
+    page.screenshot(path=str(target / f"gallery-grid-{width}.png"))
     page.locator("#grid li.card[data-guid] button").first.click()
     expect(page.locator("#detail")).to_be_visible()
     page.wait_for_function(
         "() => { const i = document.getElementById('detail-image'); return i.complete && i.naturalWidth > 0 }"
     )
     expect(page.locator("#field-size")).to_contain_text("px")
-    page.screenshot(path=str(SCREENSHOTS / f"gallery-detail-{width}.png"))
+    page.screenshot(path=str(target / f"gallery-detail-{width}.png"))
+    for view in ("grid", "detail"):
+        assert (target / f"gallery-{view}-{width}.png").read_bytes().startswith(b"\x89PNG")
