@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from dependency_injector import providers
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +33,7 @@ from pixyproxy.domain.exceptions import ConfigurationError
 from pixyproxy.entrypoints.api_keys import NamedKey, combine_keys, parse_api_keys, read_api_keys_file
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "containers.yml"
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")  # ${NAME:default}
 
 Positive = Annotated[int, Field(gt=0)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -318,6 +319,24 @@ class Settings(_Section):
     logging: LoggingSettings
 
 
+def _interpolated(raw: Any, environ: Mapping[str, str]) -> Any:
+    """The parsed YAML with each `${VAR:default}` replaced by the variable's value, or the default.
+
+    Done after parsing, never by pasting values into the YAML text: an environment value is taken
+    verbatim, whatever YAML would have made of it (`alice: sk-1`, `key #1`, `*key`, `[x]`, `'x'`,
+    `12345678`). A value that is only a reference and comes out empty is unset (None); the settings'
+    types then read the text (`10` as a number, `true` as a flag).
+    """
+    if isinstance(raw, dict):
+        return {key: _interpolated(value, environ) for key, value in raw.items()}
+    if isinstance(raw, list):
+        return [_interpolated(value, environ) for value in raw]
+    if not isinstance(raw, str) or "${" not in raw:
+        return raw
+    value = _ENV_REFERENCE.sub(lambda m: environ.get(m.group(1), m.group(2) or ""), raw)
+    return None if value == "" else value
+
+
 def _env_names(raw: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
     """Map each setting's path to the first environment variable its YAML value names."""
     names: dict[tuple[str, ...], str] = {}
@@ -350,10 +369,12 @@ def load_settings(path: Path = DEFAULT_CONFIG_PATH) -> tuple[Settings, dict[str,
         raw_text = path.read_text()
     except OSError as err:
         raise ConfigurationError(str(path), f"cannot read the configuration file: {err.strerror}") from None
-    env_names = _env_names(yaml.safe_load(raw_text))
-    config = providers.Configuration(strict=True)
-    config.from_yaml(str(path), required=True)
-    values = config()
+    try:
+        raw = yaml.safe_load(raw_text)
+    except yaml.YAMLError as err:
+        raise ConfigurationError(str(path), f"is not valid YAML: {err}") from None
+    env_names = _env_names(raw)
+    values = _interpolated(raw, os.environ)
     uppercase_level = values.get("logging", {}).get("level")
     if isinstance(uppercase_level, str):
         values["logging"]["level"] = uppercase_level.upper()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,35 @@ def test_the_webhook_retry_schedule_is_read_from_a_comma_separated_list(
 ) -> None:
     monkeypatch.setenv("PIXYPROXY_WEBHOOK_RETRY_SCHEDULE_S", "1, 2.5,60")
     assert build_container().settings().webhooks.retry_schedule_s == (1.0, 2.5, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "read"),
+    [
+        # Values YAML would read as something else had they been pasted into the file before parsing.
+        ("PIXYPROXY_API_KEYS", "alice: sk-1,bob: sk-2", lambda s: s.http.api_keys),
+        ("PIXYPROXY_API_KEYS", "sk-ends-in #hash", lambda s: s.http.api_keys),
+        ("PIXYPROXY_API_KEYS", "*star-first-key", lambda s: s.http.api_keys),
+        ("PIXYPROXY_API_KEYS", "[bracketed]", lambda s: s.http.api_keys),
+        ("PIXYPROXY_API_KEYS", "'quoted'", lambda s: s.http.api_keys),
+        ("PIXYPROXY_API_KEYS", "12345678", lambda s: s.http.api_keys),
+        (
+            "PIXYPROXY_CONTENT_CACHE_CONTROL",
+            "public, max-age=60 # not a comment",
+            lambda s: s.http.content_cache_control,
+        ),
+    ],
+)
+def test_an_environment_value_is_taken_verbatim_whatever_yaml_would_make_of_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, read: Any
+) -> None:
+    monkeypatch.setenv(name, value)
+    settings = build_container().settings()
+    configured = read(settings)
+    shown = configured.get_secret_value() if hasattr(configured, "get_secret_value") else configured
+    assert shown == value
+
+
+def test_an_empty_environment_value_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXYPROXY_REQUEST_RATE", "")
+    assert build_container().settings().quota.request_rate is None
