@@ -100,7 +100,7 @@ class HttpWebhookSender:
             "webhook-timestamp": str(int(moment.timestamp())),
             "webhook-signature": self._signer.sign(webhook_id, moment, body),
         }
-        target, extensions = url, {}
+        target, extensions = url, dict[str, str]()
         if addresses:
             # Connect to the address just checked, never to what a second lookup might answer (DNS
             # rebinding); the name still goes in Host and, for https, in SNI and the certificate check.

@@ -150,12 +150,11 @@ async def test_the_connection_goes_to_the_address_that_was_checked(
     # A DNS server that rebinds: the check's lookup says loopback (allowed here, as if public), any
     # later one says 10.66.66.66. `rebind.invalid` resolves nowhere else, so the delivery arrives only
     # if the connection went to the address the guard checked, without a second lookup.
-    answers = [ipaddress.ip_address("127.0.0.1")]
     lookups: list[str] = []
 
-    async def rebinding(self: HttpWebhookSender, host: str, url: str) -> list[ipaddress.IPv4Address]:
+    async def rebinding(self: HttpWebhookSender, host: str, url: str) -> list[webhook_http.IpAddress]:
         lookups.append(host)
-        return [answers[0] if len(lookups) == 1 else ipaddress.ip_address("10.66.66.66")]
+        return [ipaddress.ip_address("127.0.0.1" if len(lookups) == 1 else "10.66.66.66")]
 
     monkeypatch.setattr(HttpWebhookSender, "_addresses_of", rebinding)
     monkeypatch.setattr(webhook_http, "is_public", lambda address: str(address) == "127.0.0.1")
