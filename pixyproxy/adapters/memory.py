@@ -121,6 +121,11 @@ class InMemoryBlobStore:
         validate_blob_key(key)
         return None
 
+    async def file_path(self, key: str) -> str | None:
+        """Memory has no files."""
+        validate_blob_key(key)
+        return None
+
     async def ping(self) -> None:
         """Always up."""
 

@@ -276,6 +276,11 @@ class S3BlobStore:
             raise self._unavailable(err) from err
         return url
 
+    async def file_path(self, key: str) -> str | None:
+        """S3 keeps no local files (presigned URLs are its way to hand bytes off)."""
+        self._object_key(key)
+        return None
+
     async def ping(self) -> None:
         """HEAD the bucket."""
         try:

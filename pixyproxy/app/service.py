@@ -66,6 +66,7 @@ class ImageService:
         clock: Callable[[], datetime] = utc_now,
         new_guid: Callable[[], UUID] = uuid4,
         presign_expires_s: int | None = None,
+        offload_files: bool = False,
     ) -> None:
         self._repository = repository
         self._generator = generator
@@ -73,6 +74,7 @@ class ImageService:
         self._clock = clock
         self._new_guid = new_guid
         self._presign_expires_s = presign_expires_s
+        self._offload_files = offload_files
 
     async def generate(
         self,
@@ -163,6 +165,15 @@ class ImageService:
         if self._presign_expires_s is None:
             return None
         return await self._blob_store.presigned_url(detail.filename, expires_s=self._presign_expires_s)
+
+    async def locate_file(self, image: ImageDetail | str | UUID) -> str | None:
+        """Where an image's bytes lie, relative to the blob store's root folder, when offloading the
+        sending to a front server is on and the store keeps files. Raises ImageNotFoundError, or
+        BlobNotFoundError if the bytes are gone."""
+        detail = await self._detail_of(image)
+        if not self._offload_files:
+            return None
+        return await self._blob_store.file_path(detail.filename)
 
     async def delete(self, guid: str | UUID, *, visible_to: str | None = None) -> None:
         """Delete an image: its bytes first, then its record. A crash between the two leaves a record

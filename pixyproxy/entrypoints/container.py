@@ -73,6 +73,10 @@ def _presign_expiry(enabled: bool, expires_s: int) -> int | None:
     return expires_s if enabled else None
 
 
+def _offloads_files(content_offload: str) -> bool:
+    return content_offload != "none"
+
+
 class Container(containers.DeclarativeContainer):
     """Every long-lived collaborator of the service, chosen by configuration."""
 
@@ -162,6 +166,7 @@ class Container(containers.DeclarativeContainer):
         presign_expires_s=providers.Callable(
             _presign_expiry, config.blob_store.presign, config.blob_store.presign_expires_s
         ),
+        offload_files=providers.Callable(_offloads_files, config.http.content_offload),
     )
 
     # Jobs live beside the images, on the same database connection or pool.

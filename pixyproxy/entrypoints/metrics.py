@@ -310,6 +310,10 @@ class MeteredBlobStore:
         """Pass through."""
         return await self._inner.presigned_url(key, expires_s=expires_s)
 
+    async def file_path(self, key: str) -> str | None:
+        """Pass through."""
+        return await self._inner.file_path(key)
+
     async def ping(self) -> None:
         """Pass through."""
         await self._inner.ping()

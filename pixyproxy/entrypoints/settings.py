@@ -129,6 +129,10 @@ class HttpSettings(_Section):
     keep_alive_s: PositiveSeconds
     # A header value: visible ASCII and spaces, no line breaks.
     content_cache_control: Annotated[str, Field(pattern=r"^[\x20-\x7e]{1,200}$")]
+    # x-accel-redirect: content answers with the headers and an X-Accel-Redirect to this internal
+    # location prefix, and nginx in front sends the file (see README, "Serving image bytes with nginx").
+    content_offload: Literal["none", "x-accel-redirect"] = "none"
+    content_offload_prefix: Annotated[str, Field(pattern=r"^/([A-Za-z0-9._~-]+/)+$")] = "/_pixyproxy_content/"
     public_url: str | None = None
     trusted_proxies: str | None = None
     tenant_isolation: bool = False  # non-admin keys see only their own images and jobs
@@ -318,6 +322,16 @@ class Settings(_Section):
     quota: QuotaSettings
     logging: LoggingSettings
 
+    @model_validator(mode="after")
+    def _offload_needs_local_disk(self) -> Settings:
+        if self.http.content_offload == "x-accel-redirect" and self.blob_store.kind != "local":
+            raise ValueError(
+                "http.content_offload: x-accel-redirect needs PIXYPROXY_BLOB_STORE=local, where nginx"
+                f" can read the files (got {self.blob_store.kind!r}; S3 hands bytes off with"
+                " PIXYPROXY_S3_PRESIGN)"
+            )
+        return self
+
 
 def _interpolated(raw: Any, environ: Mapping[str, str]) -> Any:
     """The parsed YAML with each `${VAR:default}` replaced by the variable's value, or the default.
@@ -353,8 +367,8 @@ def _describe(err: ValidationError, env_names: dict[tuple[str, ...], str]) -> Co
     path = tuple(str(p) for p in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
     field, sep, reason = message.partition(": ")
-    if sep and " " not in field:  # a model validator naming the field it is about
-        path, message = (*path, field), reason
+    if sep and " " not in field:  # a model validator naming the (dotted, from the top) field it is about
+        path, message = (*path, *field.split(".")), reason
     given = first.get("input")
     sensitive = any(word in path[-1] for word in ("url", "secret", "key", "password"))
     if not isinstance(given, dict | SecretStr) and given is not None and not sensitive:

@@ -39,6 +39,12 @@ class BlobStore(Protocol):
         """A URL a client can fetch the bytes from directly, or None where the store has none."""
         ...
 
+    async def file_path(self, key: str) -> str | None:
+        """The file holding `key`'s bytes, as a path relative to the store's root folder, for a front
+        server (nginx's X-Accel-Redirect) to send; None where the store keeps no local files.
+        Raises BlobNotFoundError where it keeps files and none is stored under `key`."""
+        ...
+
     async def ping(self) -> None:
         """Check the store answers. Raises BlobStoreUnavailableError."""
         ...

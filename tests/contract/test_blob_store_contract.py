@@ -113,3 +113,19 @@ async def test_presigned_url_is_absent_or_serves_the_exact_bytes(blob_store: Blo
 async def test_presigned_url_refuses_keys_that_could_escape(blob_store: BlobStore, key: str) -> None:
     with pytest.raises(InvalidBlobKeyError):
         await blob_store.presigned_url(key, expires_s=60)
+
+
+async def test_file_path_is_absent_or_a_relative_path_to_the_stored_file(blob_store: BlobStore) -> None:
+    await blob_store.put("files/a.png", b"bytes", content_type="image/png")
+    path = await blob_store.file_path("files/a.png")
+    if path is None:
+        return  # a store without local files: the content route serves the bytes itself
+    assert path == "files/a.png"  # below the root as the key names it, as nginx's alias maps it
+    with pytest.raises(BlobNotFoundError):
+        await blob_store.file_path("files/missing.png")
+
+
+@pytest.mark.parametrize("key", ESCAPING_KEYS, ids=repr)
+async def test_file_path_refuses_keys_that_could_escape(blob_store: BlobStore, key: str) -> None:
+    with pytest.raises(InvalidBlobKeyError):
+        await blob_store.file_path(key)

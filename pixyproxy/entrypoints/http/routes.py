@@ -7,7 +7,7 @@ import contextlib
 import email.message
 import json
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -340,6 +340,11 @@ async def get_image_content(
     location = await service.locate_content(detail)
     if location is not None:
         return RedirectResponse(location, status_code=307, headers={"ETag": etag})
+    file_path = await service.locate_file(detail)
+    if file_path is not None:
+        # nginx in front sends the file itself (sendfile), keeping these headers; the body stays empty.
+        headers["X-Accel-Redirect"] = config.http.content_offload_prefix + quote(file_path)
+        return Response(headers=headers, media_type=detail.content_type)
     content = await service.open_content(detail)
     return Response(content.data, headers=headers, media_type=content.content_type)
 
