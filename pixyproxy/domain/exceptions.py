@@ -41,6 +41,11 @@ class ModelNotFoundError(InvalidRequestError):
         super().__init__(f"the model {model!r} is not served here; use one of {served}", field="model")
 
 
+class UnknownModelError(ModelNotFoundError):
+    """A model looked up by its id (GET /v1/models/{id}) is not served here: not found, rather than
+    a bad parameter of a generation request."""
+
+
 class AuthenticationRequiredError(ImageGenerationException):
     """The request carries no valid API key."""
 

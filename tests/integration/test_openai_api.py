@@ -109,6 +109,11 @@ def test_models_lists_the_configured_model(server: RunningServer) -> None:
     assert [m.id for m in models] == [MODEL]
     assert models[0].object == "model"
     assert models[0].owned_by == "pixyproxy"
+    with sdk(server) as client:
+        assert client.models.retrieve(MODEL) == models[0]
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve("dall-e-9")
+    assert caught.value.code == "model_not_found"
 
 
 def test_an_idempotency_key_replays_the_same_images(server: RunningServer, upstream: FakeOpenAI) -> None:

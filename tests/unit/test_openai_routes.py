@@ -329,6 +329,23 @@ async def test_models_names_the_openai_model_when_that_generator_is_configured(
     assert [m["id"] for m in body["data"]] == ["dall-e-3"]
 
 
+async def test_a_served_model_is_retrieved_by_its_id(client: httpx.AsyncClient) -> None:
+    listed = (await client.get("/v1/models")).json()["data"][0]
+    response = await client.get("/v1/models/memory-fake")
+    assert response.status_code == 200
+    assert response.json() == listed
+
+
+async def test_an_unknown_model_id_is_openais_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models/dall-e-9")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found"
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "model"
+    assert "dall-e-9" in error["message"]
+
+
 # --- keys ---------------------------------------------------------------------------------------
 
 KEY = "sk-pixy-unit-SECRET-91c2"

@@ -251,4 +251,4 @@ async def test_every_gated_route_declares_the_key_and_quota_answers(monkeypatch:
                 ref = "OpenAIError" if path.startswith("/v1/") else "Problem"
                 assert any(ref in str(m) for m in media.values()), (method, path, status, media)
             checked += 1
-    assert checked == 13  # every operation of /image, /jobs, /metrics and /v1
+    assert checked == 14  # every operation of /image, /jobs, /metrics and /v1

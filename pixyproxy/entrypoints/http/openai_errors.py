@@ -38,6 +38,7 @@ class OpenAIErrorKind:
 OPENAI_ERRORS: dict[type[BaseException], OpenAIErrorKind] = {
     errors.InvalidRequestError: OpenAIErrorKind(400, "invalid_request_error", "invalid_value"),
     errors.ModelNotFoundError: OpenAIErrorKind(400, "invalid_request_error", "model_not_found"),
+    errors.UnknownModelError: OpenAIErrorKind(404, "invalid_request_error", "model_not_found"),
     errors.RequestTooLargeError: OpenAIErrorKind(413, "invalid_request_error", "request_too_large"),
     errors.AuthenticationRequiredError: OpenAIErrorKind(401, "invalid_request_error", "invalid_api_key"),
     errors.PromptRejectedError: OpenAIErrorKind(400, "invalid_request_error", "content_policy_violation"),

@@ -1,6 +1,6 @@
 """OpenAI's images API, so every OpenAI client can use PixyProxy unchanged: POST /v1/images/generations
-and GET /v1/models. Every image made is an ordinary PixyProxy image; errors leave through the one
-exception handler, in OpenAI's shape for this route family.
+and GET /v1/models (and /v1/models/{id}). Every image made is an ordinary PixyProxy image; errors
+leave through the one exception handler, in OpenAI's shape for this route family.
 
 No `from __future__ import annotations` here: dependency-injector reads the real annotations.
 """
@@ -30,7 +30,7 @@ from pixyproxy.app.requests import (
     normalize_text,
 )
 from pixyproxy.app.service import ImageService
-from pixyproxy.domain.exceptions import ModelNotFoundError
+from pixyproxy.domain.exceptions import ModelNotFoundError, UnknownModelError
 from pixyproxy.domain.models import ImageDetail
 from pixyproxy.entrypoints.container import Container
 from pixyproxy.entrypoints.http.identity import CurrentViewer
@@ -210,6 +210,21 @@ async def create_images(
 async def list_models(served: ServedModels) -> ModelList:
     """The image model(s) the configured generator serves."""
     return ModelList(data=[ModelOut(id=name, created=STARTED_AT, owned_by="pixyproxy") for name in served])
+
+
+@router.get(
+    "/models/{model}",
+    response_model=ModelOut,
+    summary="Retrieve one image model served (OpenAI's models API)",
+    operation_id="openai_retrieve_model",
+    responses={200: {"description": "The model"}, **openai_error_responses(401, 404, 500)},
+)
+@inject
+async def retrieve_model(model: str, served: ServedModels) -> ModelOut:
+    """One model GET /v1/models lists; 404 `model_not_found` for any other id."""
+    if model not in served:
+        raise UnknownModelError(model, served=served)
+    return ModelOut(id=model, created=STARTED_AT, owned_by="pixyproxy")
 
 
 def document_served_models(app: FastAPI, served: list[str]) -> None:
