@@ -25,6 +25,7 @@ class InMemoryJobRepository:
 
     def __init__(self) -> None:
         self.jobs: dict[UUID, Job] = {}
+        self._events_pending: set[UUID] = set()  # a column in the SQL adapters, not part of a Job
 
     async def add(self, job: NewJob) -> tuple[Job, bool]:
         """Insert unless the idempotency key is held."""
@@ -108,16 +109,37 @@ class InMemoryJobRepository:
         self._update(
             job, status=status, finished_at=now, lease_until=None, image_guid=image_guid, error=error
         )
+        self._mark_events_pending(job)
         return True
 
     async def cancel(self, job_id: UUID, *, now: datetime) -> Job:
         """Cancel a queued job; flag a running one."""
         job = await self.get(job_id)
         if job.status == JobStatus.QUEUED:
+            self._mark_events_pending(job)
             return self._update(job, status=JobStatus.CANCELED, finished_at=now, cancel_requested=True)
         if job.status == JobStatus.RUNNING:
             return self._update(job, cancel_requested=True)
         return job
+
+    def _mark_events_pending(self, job: Job) -> None:
+        if job.webhook is not None:
+            self._events_pending.add(job.id)
+
+    async def list_events_pending(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        """Finished jobs whose final event is not yet recorded, oldest finish first."""
+        pending = [
+            job
+            for job_id in self._events_pending
+            if (job := self.jobs.get(job_id)) is not None
+            and job.finished_at is not None
+            and job.finished_at < finished_before
+        ]
+        return sorted(pending, key=lambda j: (j.finished_at, j.id))[:limit]
+
+    async def clear_events_pending(self, job_id: UUID) -> None:
+        """Forget the flag."""
+        self._events_pending.discard(job_id)
 
     async def mark_published(self, job_id: UUID) -> None:
         """Note the message went out."""
@@ -161,6 +183,7 @@ class InMemoryJobRepository:
         ]
         for job_id in old:
             del self.jobs[job_id]
+            self._events_pending.discard(job_id)
         return len(old)
 
 

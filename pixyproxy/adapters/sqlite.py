@@ -86,6 +86,8 @@ _ADDED_JOB_COLUMNS = (
     ("webhook", "ALTER TABLE jobs ADD COLUMN webhook TEXT"),
     ("webhook_events", "ALTER TABLE jobs ADD COLUMN webhook_events TEXT"),
     ("owner", "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous'"),
+    # 1 from a webhook job's finish until its final event's delivery row is written (the outbox flag).
+    ("events_pending", "ALTER TABLE jobs ADD COLUMN events_pending INTEGER NOT NULL DEFAULT 0"),
 )
 # Columns added to the images table after its first release (the search ones are _SEARCH_COLUMNS).
 _ADDED_IMAGE_COLUMNS = (("owner", "ALTER TABLE images ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous'"),)
@@ -93,6 +95,7 @@ _ADDED_IMAGE_COLUMNS = (("owner", "ALTER TABLE images ADD COLUMN owner TEXT NOT 
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS images_by_owner ON images (owner, created_at DESC, guid DESC)",
     "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_events_pending ON jobs (finished_at, id) WHERE events_pending = 1",
 )
 
 _COLUMNS = (

@@ -118,7 +118,7 @@ class SqliteJobRepository:
         """Finish the job if `attempt` still holds it."""
         changed = await self._db.execute(
             "UPDATE jobs SET status = :status, finished_at = :now, lease_until = NULL,"
-            " image_guid = :image_guid, error = :error"
+            " image_guid = :image_guid, error = :error, events_pending = webhook IS NOT NULL"
             " WHERE id = :id AND status = 'running' AND attempts = :attempt",
             _finish_params(
                 job_id,
@@ -136,10 +136,24 @@ class SqliteJobRepository:
         await self._db.execute(
             "UPDATE jobs SET status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,"
             " finished_at = CASE WHEN status = 'queued' THEN :now ELSE finished_at END,"
+            " events_pending = CASE WHEN status = 'queued' THEN webhook IS NOT NULL ELSE events_pending END,"
             " cancel_requested = 1 WHERE id = :id AND status IN ('queued', 'running')",
             {"id": str(job_id), "now": _timestamp(now)},
         )
         return await self.get(job_id)
+
+    async def list_events_pending(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        """Finished jobs whose final event is not yet recorded, oldest finish first (a partial index)."""
+        rows = await self._db.fetch(
+            _SELECT
+            + " WHERE events_pending = 1 AND finished_at < :before ORDER BY finished_at, id LIMIT :limit",
+            {"before": _timestamp(finished_before), "limit": limit},
+        )
+        return [ROWS.row_to_job(row) for row in rows]
+
+    async def clear_events_pending(self, job_id: UUID) -> None:
+        """Forget the flag."""
+        await self._db.execute("UPDATE jobs SET events_pending = 0 WHERE id = :id", {"id": str(job_id)})
 
     async def mark_published(self, job_id: UUID) -> None:
         """Note the message went out."""

@@ -69,6 +69,9 @@ UNEXPECTED = JobError(kind="ImageGenerationException", detail="an unexpected err
 # taken again and finds its image).
 FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, None)
 TELL_RETRY_DELAYS_S = (0.2, 1.0, None)
+# A finished job's webhook event is written right after the finish, retries included (TELL_RETRY_DELAYS_S);
+# one still missing this long after is taken to be lost with its process, and written by the sweep.
+EVENTS_GRACE = timedelta(seconds=30)
 # How long a failed request for several images waits for a worker to stop its other jobs.
 DISCARD_WAIT_S = 10.0
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -536,20 +539,33 @@ class JobService:
     async def _tell(self, event: str, job: Job) -> None:
         listeners: tuple[JobEvents, ...] = (self._events, self._webhooks)
         for listener in listeners:
-            for delay in TELL_RETRY_DELAYS_S:
-                try:
-                    await (listener.started(job) if event == "started" else listener.finished(job))
-                    break
-                except RepositoryUnavailableError as err:
-                    # A webhook delivery is a row: a database blip must not lose the event.
-                    if delay is None:
-                        log.error("job %s: the %s event was not recorded: %s", job.id, event, err.reason)
-                        break
-                    await asyncio.sleep(delay)
-                except Exception:
-                    # Listeners must not raise; if one does, the job's outcome still stands.
-                    log.exception("a listener failed on job %s %s", job.id, event)
-                    break
+            told = await self._tell_one(listener, event, job)
+            if told and listener is self._webhooks and event == "finished" and job.webhook is not None:
+                await self._clear_events_pending(job.id)
+
+    async def _tell_one(self, listener: JobEvents, event: str, job: Job) -> bool:
+        """Tell one listener, retrying a database blip; whether it was told."""
+        for delay in TELL_RETRY_DELAYS_S:
+            try:
+                await (listener.started(job) if event == "started" else listener.finished(job))
+                return True
+            except RepositoryUnavailableError as err:
+                # A webhook delivery is a row: a database blip must not lose the event.
+                if delay is None:
+                    log.error("job %s: the %s event was not recorded: %s", job.id, event, err.reason)
+                    return False
+                await asyncio.sleep(delay)
+            except Exception:
+                # Listeners must not raise; if one does, the job's outcome still stands.
+                log.exception("a listener failed on job %s %s", job.id, event)
+                return False
+        return False
+
+    async def _clear_events_pending(self, job_id: UUID) -> None:
+        try:
+            await self._jobs.clear_events_pending(job_id)
+        except ImageGenerationException as err:  # the sweep writes the event again, which adds nothing
+            log.warning("job %s: could not clear its events-pending flag: %s", job_id, err)
 
     async def _release(self, job: Job) -> None:
         try:
@@ -598,6 +614,22 @@ class JobService:
                 break
             published += 1
         return published
+
+    async def record_missed_events(self, *, limit: int = 100) -> int:
+        """Write the webhook event of each job finished over EVENTS_GRACE ago whose event was never
+        written: its process died between the finish and the delivery row. The finish flags the job in
+        the same write (the outbox); writing an event twice adds nothing. How many were written."""
+        missed = await self._jobs.list_events_pending(
+            finished_before=self._clock() - EVENTS_GRACE, limit=limit
+        )
+        written = 0
+        for job in missed:
+            if await self._tell_one(self._webhooks, "finished", job):
+                await self._clear_events_pending(job.id)
+                written += 1
+        if written:
+            log.warning("wrote the webhook events of %d finished jobs whose process stopped first", written)
+        return written
 
     async def recover(self, *, limit: int = 100_000) -> int:
         """Publish every unfinished job again: an in-process queue lost its messages with the process."""

@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_forever(service: JobService, *, interval_s: float) -> None:
-    """Publish jobs the broker missed (down at accept time) or whose worker died, every interval."""
+    """Publish jobs the broker missed (down at accept time) or whose worker died, and write the webhook
+    events of jobs whose process died right after finishing them, every interval."""
     while True:
         try:
             if published := await service.publish_stale():
                 log.info("published %d jobs that were waiting for the queue", published)
+            await service.record_missed_events()
         except ImageGenerationException as err:
             log.warning("job sweep failed, trying again in %gs: %s", interval_s, err)
         await asyncio.sleep(interval_s)

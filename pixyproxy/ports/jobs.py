@@ -57,12 +57,23 @@ class JobRepository(Protocol):
         image_guid: UUID | None = None,
         error: JobError | None = None,
     ) -> bool:
-        """Move a `running` job held by `attempt` to a finished status; False if it was not held."""
+        """Move a `running` job held by `attempt` to a finished status; False if it was not held.
+        A job with a webhook becomes events-pending in the same write (see list_events_pending)."""
         ...
 
     async def cancel(self, job_id: UUID, *, now: datetime) -> Job:
         """Cancel a `queued` job at once, or ask its worker to stop a `running` one; the job after.
-        Raises JobNotFoundError."""
+        A queued job with a webhook becomes events-pending in the same write. Raises JobNotFoundError."""
+        ...
+
+    async def list_events_pending(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        """Finished jobs with a webhook whose final event was not yet recorded as delivered-to-be
+        (clear_events_pending), finished before `finished_before`, oldest finish first: the outbox
+        of a process that died between finishing a job and writing its webhook delivery."""
+        ...
+
+    async def clear_events_pending(self, job_id: UUID) -> None:
+        """Record that the job's final event has its webhook delivery; unknown jobs are no error."""
         ...
 
     async def mark_published(self, job_id: UUID) -> None:

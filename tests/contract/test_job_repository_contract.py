@@ -525,3 +525,49 @@ async def test_a_job_keeps_its_owner_and_listing_filters_by_owner(jobs: JobRepos
     assert await jobs.list_page(limit=10, owner="carol") == []
     assert await jobs.list_page(limit=10, owner="alice'; DROP TABLE jobs; --") == []
     assert len(await jobs.list_page(limit=10)) == 5
+
+
+# --- the final event's outbox flag ----------------------------------------------------------------
+
+
+def with_webhook(job: NewJob) -> NewJob:
+    return job.model_copy(update={"webhook": "https://hooks.example/pixy"})
+
+
+async def test_a_finished_job_with_a_webhook_is_pending_until_its_event_is_recorded(
+    jobs: JobRepository,
+) -> None:
+    hooked = await added(jobs, with_webhook(new_job(offset_us=1)))
+    plain = await added(jobs, new_job(offset_us=2))
+    for job in (hooked, plain):
+        running = await claimed(jobs, job.id)
+        assert await jobs.finish(job.id, attempt=running.attempts, status=JobStatus.SUCCEEDED, now=NOW)
+    later = NOW + timedelta(seconds=1)
+    # Only the job with a webhook, and only once it finished before the bound.
+    assert [j.id for j in await jobs.list_events_pending(finished_before=later, limit=10)] == [hooked.id]
+    assert await jobs.list_events_pending(finished_before=NOW, limit=10) == []
+    pending = (await jobs.list_events_pending(finished_before=later, limit=10))[0]
+    assert pending == await jobs.get(hooked.id)  # the whole job, to render its event from
+    await jobs.clear_events_pending(hooked.id)
+    assert await jobs.list_events_pending(finished_before=later, limit=10) == []
+    await jobs.clear_events_pending(hooked.id)  # twice is harmless
+    await jobs.clear_events_pending(uuid4())  # and an unknown job is no error
+
+
+async def test_a_canceled_queued_job_with_a_webhook_is_pending_too(jobs: JobRepository) -> None:
+    job = await added(jobs, with_webhook(new_job()))
+    await jobs.cancel(job.id, now=NOW)
+    later = NOW + timedelta(seconds=1)
+    assert [j.id for j in await jobs.list_events_pending(finished_before=later, limit=10)] == [job.id]
+
+
+async def test_events_pending_are_listed_oldest_first_up_to_the_limit(jobs: JobRepository) -> None:
+    ids = []
+    for i in range(3):
+        job = await added(jobs, with_webhook(new_job(offset_us=i)))
+        running = await claimed(jobs, job.id)
+        done_at = NOW + timedelta(seconds=3 - i)  # the last added finished first
+        assert await jobs.finish(job.id, attempt=running.attempts, status=JobStatus.FAILED, now=done_at)
+        ids.append(job.id)
+    bound = NOW + timedelta(minutes=1)
+    assert [j.id for j in await jobs.list_events_pending(finished_before=bound, limit=2)] == [ids[2], ids[1]]

@@ -54,7 +54,7 @@ def _columns(path: Path) -> list[str]:
     return names
 
 
-async def test_an_old_jobs_table_gains_the_webhook_columns(tmp_path: Path) -> None:
+async def test_an_old_jobs_table_gains_the_webhook_owner_and_outbox_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old_id = _old_database(path)
     database = SqliteImageRepository(path)
@@ -81,7 +81,7 @@ async def test_an_old_jobs_table_gains_the_webhook_columns(tmp_path: Path) -> No
         assert await SqliteWebhookDeliveries(database).list_for_job(new.id) == []
     finally:
         await database.close()
-    assert _columns(path)[-3:] == ["webhook", "webhook_events", "owner"]
+    assert _columns(path)[-4:] == ["webhook", "webhook_events", "owner", "events_pending"]
 
 
 async def test_opening_an_upgraded_file_again_changes_nothing(tmp_path: Path) -> None:

@@ -238,3 +238,49 @@ async def test_a_job_run_end_to_end_tells_its_webhook_and_shows_the_delivery() -
     assert view.job.webhook == HOOK
     assert view.job.image_guid == detail.guid
     assert [d.status for d in view.deliveries] == [WebhookDeliveryStatus.DELIVERED] * 2
+
+
+def jobs_and_webhooks(sender: FakeSender, clock: Clock) -> tuple[JobService, InMemoryJobRepository, Any]:
+    webhooks, deliveries = make(sender, clock)
+    images = ImageService(
+        repository=InMemoryImageRepository(),
+        generator=InMemoryImageGenerator(),
+        blob_store=InMemoryBlobStore(),
+    )
+    jobs = InMemoryJobRepository()
+    service = JobService(jobs=jobs, queue=InMemoryJobQueue(), images=images, webhooks=webhooks, clock=clock)
+    return service, jobs, deliveries
+
+
+async def test_an_event_lost_with_its_process_is_written_by_the_sweep_once() -> None:
+    sender, clock = FakeSender(), Clock()
+    service, jobs, deliveries = jobs_and_webhooks(sender, clock)
+    job, _ = await service.submit({"prompt": "a fox", "webhook": HOOK}, run_here=True)
+    # The process finishes the job and dies before writing the webhook delivery.
+    claimed = await jobs.claim(
+        job.id, now=clock(), lease_until=clock() + timedelta(minutes=1), max_attempts=3
+    )
+    assert claimed is not None
+    assert await jobs.finish(job.id, attempt=claimed.attempts, status=JobStatus.FAILED, now=clock())
+    assert await deliveries.list_for_job(job.id) == []
+    # Within the grace the normal path may still be writing it: the sweep leaves it.
+    assert await service.record_missed_events() == 0
+    clock.advance(31)
+    assert await service.record_missed_events() == 1
+    [delivery] = await deliveries.list_for_job(job.id)
+    assert delivery.event == "image.job.failed"
+    assert await service.record_missed_events() == 0  # written once
+    clock.advance(3600)
+    assert await service.record_missed_events() == 0
+
+
+async def test_a_job_whose_event_was_written_is_left_alone_by_the_sweep() -> None:
+    sender, clock = FakeSender(), Clock()
+    service, jobs, deliveries = jobs_and_webhooks(sender, clock)
+    plain = await service.generate_now({"prompt": "a fox"})
+    hooked = await service.generate_now({"prompt": "a fox", "webhook": HOOK})
+    clock.advance(3600)
+    assert await jobs.list_events_pending(finished_before=clock(), limit=10) == []
+    assert await service.record_missed_events() == 0
+    assert len(await deliveries.list_for_job(hooked.guid)) == 1
+    assert await deliveries.list_for_job(plain.guid) == []

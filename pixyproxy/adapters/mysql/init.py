@@ -165,6 +165,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE jobs ADD INDEX IF NOT EXISTS jobs_by_owner (owner, created_at, id)",
         ),
     ),
+    Migration(
+        6,
+        "outbox flag: set when a webhook job finishes, cleared once its event's delivery is written",
+        (
+            "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS events_pending BOOLEAN NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD INDEX IF NOT EXISTS jobs_events_pending (events_pending, finished_at, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

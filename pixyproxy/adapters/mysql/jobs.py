@@ -45,15 +45,20 @@ _RENEW = (
 )
 _FINISH = (
     "UPDATE jobs SET status = %(status)s, finished_at = %(now)s, lease_until = NULL,"
-    " image_guid = %(image_guid)s, error = %(error)s"
+    " image_guid = %(image_guid)s, error = %(error)s, events_pending = webhook IS NOT NULL"
     " WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s"
 )
 # MySQL evaluates SET assignments left to right, each seeing the ones before it (SQLite sees the
 # old row throughout): finished_at must test the status before status is overwritten.
 _CANCEL = (
     "UPDATE jobs SET finished_at = CASE WHEN status = 'queued' THEN %(now)s ELSE finished_at END,"
+    " events_pending = CASE WHEN status = 'queued' THEN webhook IS NOT NULL ELSE events_pending END,"
     " status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,"
     " cancel_requested = 1 WHERE id = %(id)s AND status IN ('queued', 'running')"
+)
+_EVENTS_PENDING = (
+    _SELECT
+    + " WHERE events_pending = 1 AND finished_at < %(before)s ORDER BY finished_at, id LIMIT %(limit)s"
 )
 _STALE = (
     "SELECT id FROM jobs WHERE (status = 'queued' AND published = 0)"
@@ -188,6 +193,19 @@ class MySqlJobRepository:
         # Resending is harmless: a job canceled by the first statement is left alone by the second.
         await self._db.execute(_CANCEL, {"id": str(job_id), "now": ROWS.to_db_time(now)}, retry_lost=True)
         return await self.get(job_id)
+
+    async def list_events_pending(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        """Finished jobs whose final event is not yet recorded, oldest finish first."""
+        rows = await self._db.fetch(
+            _EVENTS_PENDING, {"before": ROWS.to_db_time(finished_before), "limit": limit}
+        )
+        return [ROWS.row_to_job(row) for row in rows]
+
+    async def clear_events_pending(self, job_id: UUID) -> None:
+        """Forget the flag (resending is harmless)."""
+        await self._db.execute(
+            "UPDATE jobs SET events_pending = 0 WHERE id = %(id)s", {"id": str(job_id)}, retry_lost=True
+        )
 
     async def mark_published(self, job_id: UUID) -> None:
         """Note the message went out."""
