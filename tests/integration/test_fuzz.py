@@ -55,7 +55,7 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
     # do not resolve, which the SSRF guard must do and no schema can describe.
     assert set(warnings) <= {"POST /image"}, result.stdout[-3000:]
     assert "No issues found" in result.stdout or "Schema validation mismatch" in result.stdout
-    assert "Selected: 15/15" in result.stdout  # the jobs API, OpenAI's /v1/ and thumbnails included
+    assert "Selected: 16/16" in result.stdout  # the jobs API, OpenAI's /v1/ and thumbnails included
     # No request, however hostile, reached the catch-all 500.
     assert "unhandled" not in logs
     assert " 500 " not in logs
