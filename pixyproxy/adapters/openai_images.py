@@ -11,7 +11,6 @@ every unavailable upstream, whatever the cause. They are never retried.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import email.utils
 import io
@@ -21,6 +20,7 @@ from collections.abc import Mapping
 
 import httpx2
 import openai
+import pybase64
 from openai.types import ImagesResponse
 from PIL import Image, UnidentifiedImageError
 
@@ -152,19 +152,19 @@ class OpenAIImageGenerator:
             raise GeneratorBadResponseError("the answer holds no image")
         entry = entries[0]
         data = await self._image_bytes(entry)
-        content_type = await asyncio.to_thread(_verified_type, data)
         revised = getattr(entry, "revised_prompt", None)
-        return GeneratedImage(
-            data=data,
-            content_type=content_type,
-            generation=GenerationInfo(
-                generator=NAME,
-                model=self._model,
-                revised_prompt=revised if isinstance(revised, str) else None,
-                upstream_request_id=request_id,
-                usage=_usage(parsed),
-            ),
+        generation = GenerationInfo(
+            generator=NAME,
+            model=self._model,
+            revised_prompt=revised if isinstance(revised, str) else None,
+            upstream_request_id=request_id,
+            usage=_usage(parsed),
         )
+        # The answer's body and its base64 text (2.8 MB for a 1 MiB image) go before the check, not
+        # after it: with generations in flight at once, they set the worker's peak RSS (figure 5).
+        del raw, parsed, entries, entry
+        content_type = await asyncio.to_thread(_verified_type, data)
+        return GeneratedImage(data=data, content_type=content_type, generation=generation)
 
     async def _image_bytes(self, entry: object) -> bytes:
         b64 = getattr(entry, "b64_json", None)
@@ -172,7 +172,10 @@ class OpenAIImageGenerator:
             if len(b64) // 4 * 3 > self._max_download_bytes:
                 raise GeneratorBadResponseError(f"the image is larger than {self._max_download_bytes} bytes")
             try:
-                return base64.b64decode(b64, validate=True)
+                # pybase64 (SIMD): a 1 MiB image in 0.06 ms, where base64.b64decode took 3.7 ms of the
+                # event loop's time, the largest single cost of a generation (make bench figure 3-cpu).
+                # The same strict check: only the alphabet, padding only at the end.
+                return pybase64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError) as err:
                 raise GeneratorBadResponseError("the image is not valid base64") from err
         url = getattr(entry, "url", None)

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import aiosqlite
@@ -97,6 +97,8 @@ _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, id DESC)",
     "CREATE INDEX IF NOT EXISTS jobs_events_pending ON jobs (finished_at, id) WHERE events_pending = 1",
 )
+
+_SYNCHRONOUS = {"normal": "PRAGMA synchronous=NORMAL", "full": "PRAGMA synchronous=FULL"}
 
 _COLUMNS = (
     "id, guid, prompt, filename, content_type, size_bytes, sha256, generation, created_at, updated_at, owner"
@@ -205,8 +207,9 @@ async def _prepare_search(connection: aiosqlite.Connection) -> None:
 class SqliteImageRepository:
     """Image records in one SQLite file, opened lazily on first use."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, synchronous: Literal["normal", "full"] = "normal") -> None:
         self._path = str(path)
+        self._synchronous = synchronous
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -223,6 +226,13 @@ class SqliteImageRepository:
                         # another process opening it at once must then wait, not fail.
                         await connection.execute("PRAGMA busy_timeout=5000")
                         await connection.execute("PRAGMA journal_mode=WAL")
+                        # Under WAL, NORMAL syncs the log at checkpoints instead of at every commit: a
+                        # commit survives PixyProxy crashing or being killed, and the file stays
+                        # consistent, but the last commits may roll back if the machine loses power.
+                        # FULL's fsync per commit (1.4 ms here) serialised every write on the one
+                        # connection: make bench figures 4-generate-p50 and 6 (BENCHMARKS.md). FULL
+                        # stays a setting (PIXYPROXY_SQLITE_SYNCHRONOUS) for power-loss durability.
+                        await connection.execute(_SYNCHRONOUS[self._synchronous])
                         await connection.executescript(SCHEMA)
                         await _add_missing_job_columns(connection)
                         await _prepare_search(connection)

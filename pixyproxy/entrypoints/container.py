@@ -86,7 +86,11 @@ class Container(containers.DeclarativeContainer):
     selected_repository = providers.Selector(
         config.repository.kind,
         memory=providers.Singleton(InMemoryImageRepository),
-        sqlite=providers.Singleton(SqliteImageRepository, config.repository.sqlite_path),
+        sqlite=providers.Singleton(
+            SqliteImageRepository,
+            config.repository.sqlite_path,
+            synchronous=config.repository.sqlite_synchronous,
+        ),
         mysql=providers.Singleton(
             MySqlImageRepository,
             config.repository.mysql_url,

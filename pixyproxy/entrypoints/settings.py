@@ -49,6 +49,8 @@ class RepositorySettings(_Section):
 
     kind: Literal["sqlite", "mysql", "memory"]
     sqlite_path: str
+    # normal: a commit survives a crash of PixyProxy; full: also the machine losing power (an fsync each).
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
     mysql_url: SecretStr | None = None
     mysql_pool_size: Positive
     mysql_connect_timeout_s: PositiveSeconds

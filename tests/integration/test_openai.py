@@ -27,7 +27,7 @@ from pixyproxy.domain.exceptions import (
     PromptRejectedError,
 )
 from pixyproxy.domain.models import GenerationOptions
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI, noise_png
 from tests.support.real_parts import free_port
 from tests.support.server import RunningServer, running_server
 from tests.support.stack import openai_env
@@ -78,6 +78,19 @@ async def test_provenance_comes_from_the_upstream_answer(gen: OpenAIImageGenerat
     assert "response_format" not in body  # gpt-image models refuse it
     assert body["size"] == "1024x1024"
     assert body["model"] == "gpt-image-2.5-flare"
+
+
+async def test_a_one_mib_image_arrives_byte_for_byte_with_its_provenance(
+    gen: OpenAIImageGenerator, upstream
+) -> None:
+    # The size make bench's figure 3-cpu generates: 1.4 MB of base64, decoded by pybase64.
+    upstream.set_mode("ok", image_bytes=1024 * 1024)
+    image = await gen.generate("a red fox", options=NO_OPTIONS)
+    assert image.data == noise_png(1024 * 1024)
+    assert len(image.data) > 1024 * 1024
+    assert image.content_type == "image/png"
+    assert image.generation.revised_prompt == "A detailed picture of a red fox"
+    assert image.generation.usage is not None
 
 
 async def test_request_size_overrides_the_configured_size(gen: OpenAIImageGenerator, upstream) -> None:

@@ -1,7 +1,8 @@
 """An OpenAI-compatible images server for tests, run by uvicorn in a subprocess on loopback.
 
 It answers `POST /v1/images/generations` with real PNG bytes, and can be switched at run time
-(`POST /_control/mode`) to each failure an upstream shows. `GET /_control/stats` reports the
+(`POST /_control/mode`) to each failure an upstream shows, or to a large image (`image_bytes`:
+random pixels, about that many bytes of PNG, as base64). `GET /_control/stats` reports the
 number of generation requests, the most ever in flight at once, and the last request body.
 
 Run as `python -m tests.support.fake_openai --port N`; tests use `running_fake_openai()`.
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import io
+import math
 import random
 import subprocess
 import sys
@@ -60,6 +62,17 @@ def png_bytes(seed: int, side: int = 32) -> bytes:
     return buffer.getvalue()
 
 
+def noise_png(size_bytes: int) -> bytes:
+    """A PNG of random pixels, about `size_bytes` long (noise does not compress), the same every time."""
+    from PIL import Image
+
+    side = max(1, math.ceil(math.sqrt(size_bytes / 3)))
+    pixels = random.Random(size_bytes).randbytes(side * side * 3)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 @dataclass
 class _State:
     mode: dict[str, Any] = field(default_factory=lambda: {"mode": "ok"})
@@ -70,6 +83,8 @@ class _State:
     files: dict[str, bytes] = field(default_factory=dict)
     # Requests whose client closed the connection before the answer: an abandoned generation.
     disconnected: int = 0
+    # Base64 of noise_png(n), by n: a large image is made once, not on every request.
+    large_b64: dict[int, str] = field(default_factory=dict)
 
 
 def _error(
@@ -83,6 +98,27 @@ def _error(
 ) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def legacy_url(model: str, body: dict[str, Any]) -> bool:
+    """Whether a dall-e request gets a URL: they default to one unless asked for base64."""
+    return model.startswith("dall-e") and body.get("response_format") != "b64_json"
+
+
+def _image_answer(body: dict[str, Any], entry: dict[str, Any]) -> JSONResponse:
+    """The images JSON around one entry, with its revised prompt and usage."""
+    prompt = str(body.get("prompt", ""))
+    answer = {
+        "created": int(time.time()),
+        "data": [{"revised_prompt": f"A detailed picture of {prompt[:100]}", **entry}],
+        "usage": {
+            "input_tokens": 12,
+            "input_tokens_details": {"image_tokens": 0, "text_tokens": 12},
+            "output_tokens": 272,
+            "total_tokens": 284,
+        },
+    }
+    return JSONResponse(answer, headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
 
 
 def create_app() -> Starlette:
@@ -164,28 +200,22 @@ def create_app() -> Starlette:
         if mode == "not_image":
             text = base64.b64encode(b"<html>not an image</html>").decode()
             return JSONResponse({"created": int(time.time()), "data": [{"b64_json": text}]})
+        image_bytes = int(settings.get("image_bytes", 0))
+        if image_bytes and mode != "url" and not legacy_url(model, body):
+            # A large image (the bench's 1 MiB): the same noise every time, encoded once.
+            if image_bytes not in state.large_b64:
+                state.large_b64[image_bytes] = base64.b64encode(noise_png(image_bytes)).decode()
+            return _image_answer(body, {"b64_json": state.large_b64[image_bytes]})
         image = png_bytes(state.requests)
-        prompt = str(body.get("prompt", ""))
-        entry: dict[str, Any] = {"revised_prompt": f"A detailed picture of {prompt[:100]}"}
-        legacy_url = model.startswith("dall-e") and body.get("response_format") != "b64_json"
-        if mode == "url" or legacy_url:
+        entry: dict[str, Any] = {}
+        if mode == "url" or legacy_url(model, body):
             name = f"{uuid.uuid4().hex}.png"
             state.files[name] = image + b"\0" * int(settings.get("pad_bytes", 0))
             chunked = "?chunked=1" if settings.get("chunked") else ""
             entry["url"] = f"{request.base_url}_files/{name}{chunked}"
         else:
             entry["b64_json"] = base64.b64encode(image).decode()
-        answer = {
-            "created": int(time.time()),
-            "data": [entry],
-            "usage": {
-                "input_tokens": 12,
-                "input_tokens_details": {"image_tokens": 0, "text_tokens": 12},
-                "output_tokens": 272,
-                "total_tokens": 284,
-            },
-        }
-        return JSONResponse(answer, headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
+        return _image_answer(body, entry)
 
     async def _client_left_within(request: Request, delay_s: float) -> bool:
         """Wait `delay_s`; True as soon as the client closes its connection instead."""

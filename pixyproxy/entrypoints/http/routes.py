@@ -167,7 +167,10 @@ async def generate_image(
             response.headers["Location"] = f"/image/{detail.guid}"
             response.headers["Preference-Applied"] = f"wait={wait_s}"
             return detail
-    view = await jobs.get(job.id)
+    # A job this request has just recorded is answered as recorded (queued, no image, no deliveries
+    # yet): reading it back cost every accept a database round trip (make bench figure 6).
+    fresh = created and respond_async
+    view = JobView(job=job, image=None, deliveries=[]) if fresh else await jobs.get(job.id)
     if not created and view.job.status == JobStatus.SUCCEEDED and view.image is None:
         await jobs.outcome(view.job)  # its image was deleted: a replay answers 410, never a new job
     status = 200 if not created and view.job.status.finished else 202
