@@ -1,12 +1,14 @@
 """`make bench`: PixyProxy's own overhead, as ratios against baselines measured in the same run.
 
 Every server is a uvicorn subprocess on a free loopback port with the same settings (bench.servers);
-load comes from a separate process (wrk when installed, else bench.load). Each side of a comparison is
+load comes from a separate process (wrk for every fixed-duration load: without it those figures are
+refused; bench.load for bursts and one-request-each measurements). Each side of a comparison is
 measured `BENCH_ROUNDS` times, alternately, and the figure uses each side's median. Prints a table and
 writes bench/results.json. Figures are printed, never asserted: this is not a test.
 
 Environment: BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_ROUNDS (3), BENCH_CONCURRENCY (32),
-BENCH_LOADGEN=httpx (force the Python load generator), BENCH_PROFILE=0 (no py-spy on a miss),
+BENCH_LOADGEN=httpx (act as if wrk were missing: the figures that need it are refused),
+BENCH_PROFILE=0 (no py-spy on a miss),
 BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306/pixyproxy_bench; the databases are created and dropped),
 BENCH_AMQP_URL (amqp://guest:guest@127.0.0.1:5672/; the job figures' queues are created and deleted),
 BENCH_ONLY (comma-separated figure keys or their prefixes, e.g. `8,9-delete`: run only those figures).
@@ -35,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from bench import drive, mariadb, rabbitmq, seed
+from bench import drive, mariadb, rabbitmq, request_logging, seed
 from bench.profile import py_spy, start_recording, summarise
 from bench.servers import BASELINE_APP, PIXYPROXY_APP, REPO_ROOT, Server, peak_rss_bytes, running
 from pixyproxy.adapters.mysql.connection import parse_mysql_url
@@ -47,6 +49,21 @@ from tests.support.stack import openai_env
 
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
 MIB = 1024 * 1024
+HOW_TO_INSTALL_WRK = "apt-get install -y wrk"
+# Every figure measured with a fixed-duration load (`steady`): throughput (req/s, MiB/s) and the p50 of
+# a steady load. wrk only: the httpx fallback tops out at a few hundred req/s, which pulls throughput
+# ratios towards 1, and adds a millisecond of its own to every latency (BENCHMARKS.md, "Reproduce").
+NEEDS_WRK = (
+    "1-sqlite",
+    "1-info-vs-warning",
+    "1-mariadb",
+    "2-content",
+    "2-offload",
+    "4-first",
+    "4-deep",
+    "4-generate-p50",
+    "6-accept",
+)
 
 
 @dataclass(frozen=True)
@@ -62,11 +79,20 @@ class Settings:
     mysql_url: str = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/pixyproxy_bench")
     amqp_url: str = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     only: tuple[str, ...] = tuple(t.strip() for t in os.environ.get("BENCH_ONLY", "").split(",") if t.strip())
+    refused: tuple[str, ...] = field(default_factory=lambda: () if drive.load_tool() == "wrk" else NEEDS_WRK)
+
+    def wanted(self, key: str) -> bool:
+        """Whether BENCH_ONLY asks for this figure (all do, without it), refused or not."""
+        return not self.only or any(
+            key == t or key.startswith(t + "-") or t.startswith(key + "-") for t in self.only
+        )
 
     def selected(self, *keys: str) -> bool:
-        """Whether any of these figure keys (or key prefixes, like "4") is to run: all, without BENCH_ONLY."""
+        """Whether any of these figure keys (or key prefixes, like "4") is to run: all, without BENCH_ONLY,
+        but never one that needs wrk when wrk is missing."""
+        keys = tuple(key for key in keys if key not in self.refused)
         if not self.only:
-            return True
+            return bool(keys)
         return any(
             key == token or key.startswith(token + "-") or token.startswith(key + "-")
             for key in keys
@@ -120,7 +146,9 @@ def log(message: str) -> None:
 def steady(
     url: str, settings: Settings, *, concurrency: int | None = None, request: drive.Request = drive.GET
 ) -> dict[str, Any]:
-    """One warmed-up, fixed-duration measurement of `url` (GET unless `request` says otherwise)."""
+    """One warmed-up, fixed-duration measurement of `url` (GET unless `request` says otherwise), by wrk."""
+    if drive.load_tool() != "wrk":  # a figure missing from NEEDS_WRK: refuse rather than print its numbers
+        raise RuntimeError(f"a steady load needs wrk ({HOW_TO_INSTALL_WRK}); the httpx fallback is refused")
     return drive.steady(
         url,
         concurrency=concurrency or settings.concurrency,
@@ -259,7 +287,8 @@ def seed_image(workdir: Path) -> Seeded:
 def embedded_figures(
     settings: Settings, workdir: Path, seeded: Seeded
 ) -> tuple[list[Figure], dict[str, int | None]]:
-    """Figures 1 (sqlite) and 2, the INFO-logging price, and the workers' peak RSS."""
+    """Figure 1 on SQLite at INFO with its INFO/WARNING price (bench.request_logging), figure 2, and
+    the workers' peak RSS."""
     data_dir, detail, guid, baseline_env = seeded.data_dir, seeded.detail, seeded.guid, seeded.baseline_env
     figures: list[Figure] = []
     rss: dict[str, int | None] = {}
@@ -268,62 +297,35 @@ def embedded_figures(
         running("pixyproxy-sqlite", PIXYPROXY_APP, env=pixyproxy_env(data_dir), log_dir=workdir) as pixy,
     ):
         check_same_answers(pixy, baseline, detail)
-        detail_path, content_path = f"/image/{guid}", f"/image/{guid}/content"
+        content_path = f"/image/{guid}/content"
+        if settings.selected("1-sqlite", "1-info-vs-warning"):
+            read_figures, read_rss = request_logging.sqlite_figures(
+                settings, workdir, seeded, baseline=baseline
+            )
+            figures.extend(read_figures)
+            rss.update(read_rss)
 
-        log("figure 1: GET /image/{guid}, PixyProxy on SQLite vs bare FastAPI")
-        fig1 = ratio_figure(
-            "1-sqlite",
-            "GET /image/{guid} req/s, SQLite vs bare FastAPI",
-            compare(pixy.base_url + detail_path, baseline.base_url + detail_path, settings),
-            metric="requests_per_s",
-            unit="req/s",
-            target=0.5,
-        )
-        if fig1.verdict == "MISS":
-            profile_miss(fig1, pixy, baseline, detail_path, settings, workdir)
-        figures.append(fig1)
-
-        log("figure 2: GET /image/{guid}/content (1 MiB), PixyProxy vs Starlette FileResponse")
-        content = compare(pixy.base_url + content_path, baseline.base_url + content_path, settings)
-        fig2 = ratio_figure(
-            "2-content",
-            "GET /image/{guid}/content 1 MiB, vs FileResponse",
-            content,
-            metric="mib_per_s",
-            unit="MiB/s",
-            target=0.8,
-        )
-        fig2.note = (
-            fig2.note
-            or f"{content.median('subject', 'requests_per_s'):,.0f} vs "
-            f"{content.median('baseline', 'requests_per_s'):,.0f} req/s"
-        )
-        if fig2.verdict == "MISS":
-            profile_miss(fig2, pixy, baseline, content_path, settings, workdir)
-        figures.append(fig2)
+        if settings.selected("2-content"):
+            log("figure 2: GET /image/{guid}/content (1 MiB), PixyProxy vs Starlette FileResponse")
+            content = compare(pixy.base_url + content_path, baseline.base_url + content_path, settings)
+            fig2 = ratio_figure(
+                "2-content",
+                "GET /image/{guid}/content 1 MiB, vs FileResponse",
+                content,
+                metric="mib_per_s",
+                unit="MiB/s",
+                target=0.8,
+            )
+            fig2.note = (
+                fig2.note
+                or f"{content.median('subject', 'requests_per_s'):,.0f} vs "
+                f"{content.median('baseline', 'requests_per_s'):,.0f} req/s"
+            )
+            if fig2.verdict == "MISS":
+                profile_miss(fig2, pixy, baseline, content_path, settings, workdir)
+            figures.append(fig2)
         rss["pixyproxy-sqlite"] = pixy.peak_rss_bytes()
         rss["baseline"] = baseline.peak_rss_bytes()
-
-    log("info: GET /image/{guid} with the seed's INFO request logging on")
-    logged_env = pixyproxy_env(data_dir, PIXYPROXY_LOG_LEVEL="INFO")
-    with (
-        running("baseline-2", BASELINE_APP, env=baseline_env, log_dir=workdir) as baseline,
-        running("pixyproxy-logged", "bench.logged_app:create_app", env=logged_env, log_dir=workdir) as pixy,
-    ):
-        info = ratio_figure(
-            "1-sqlite-logged",
-            "as 1, with INFO request logging (serve's default)",
-            compare(pixy.base_url + f"/image/{guid}", baseline.base_url + f"/image/{guid}", settings),
-            metric="requests_per_s",
-            unit="req/s",
-            target=0.5,
-        )
-        info.note = "; ".join(
-            filter(None, ["info only: issue 7 runs every server at log level warning", info.note])
-        )
-        if info.verdict == "MISS":
-            info.verdict = "info"  # not a target of issue 7; figure 1's profile says where the time goes
-        figures.append(info)
     return figures, rss
 
 
@@ -351,7 +353,7 @@ def deep_page_url(server: Server, *, limit: int, page: int) -> str:
 
 SEARCH_LIMIT = 100
 MYSQL_KEYS = (
-    ("1-mariadb", "GET /image/{guid} req/s, MariaDB vs bare FastAPI", ">= 0.5"),
+    ("1-mariadb", request_logging.MARIADB_TITLE, f">= {request_logging.READ_TARGET}"),
     ("4-first", f"GET /image?limit={PAGE_LIMIT} first page p50, 1M / 1k rows", "<= 1.5"),
     ("4-deep", f"GET /image page {DEEP_PAGES} by cursor p50, 1M / 1k rows", "<= 1.5"),
     (
@@ -383,8 +385,8 @@ def mysql_figures(
     base = parse_mysql_url(settings.mysql_url).database
     small_url = mariadb.url_with_database(settings.mysql_url, base + "_1k")
     large_url = mariadb.url_with_database(settings.mysql_url, base + "_1m")
-    need_small = settings.selected("1-mariadb", "4")
-    need_large = settings.selected("4", "8")
+    need_small = settings.selected("1-mariadb", "4-first", "4-deep")
+    need_large = settings.selected("4-first", "4-deep", "8-search-rare", "8-search-common")
     try:
         loads = []
         if need_small:
@@ -435,8 +437,14 @@ def _measure_mysql(
             large = stack.enter_context(
                 running("pixyproxy-mysql-1m", PIXYPROXY_APP, env=env(large_url), log_dir=workdir)
             )
-        if small is not None and "1-mariadb" in titles:
-            figures.append(_mariadb_read_figure(settings, workdir, seeded, small, titles["1-mariadb"]))
+        if small_url is not None and "1-mariadb" in titles:
+            # at INFO, as served: a server of its own, so that figure 4's two servers stay alike
+            info_env = request_logging.served_env(env(small_url), "INFO")
+            with running(
+                "pixyproxy-mysql-1k-info", request_logging.SERVED_APP, env=info_env, log_dir=workdir
+            ) as info:
+                figures.append(_mariadb_read_figure(settings, workdir, seeded, info, titles["1-mariadb"]))
+                rss[info.name] = info.peak_rss_bytes()
         if small is not None and large is not None and "4-first" in titles:
             figures.extend(_page_figures(settings, workdir, small, large, titles, load_details))
         if large is not None and any(key.startswith("8-") for key in titles):
@@ -450,18 +458,18 @@ def _measure_mysql(
 def _mariadb_read_figure(
     settings: Settings, workdir: Path, seeded: Seeded, small: Server, title: str
 ) -> Figure:
-    """Figure 1 on MariaDB: GET /image/{guid} req/s against the bare FastAPI baseline."""
+    """Figure 1 on MariaDB: GET /image/{guid} req/s at INFO against the bare FastAPI baseline."""
     detail_path = f"/image/{seeded.guid}"
     with running("baseline-3", BASELINE_APP, env=seeded.baseline_env, log_dir=workdir) as baseline:
         check_same_answers(small, baseline, seeded.detail)
-        log("figure 1: GET /image/{guid}, PixyProxy on MariaDB vs bare FastAPI")
+        log("figure 1: GET /image/{guid}, PixyProxy at INFO on MariaDB vs bare FastAPI")
         fig1 = ratio_figure(
             "1-mariadb",
             title,
             compare(small.base_url + detail_path, baseline.base_url + detail_path, settings),
             metric="requests_per_s",
             unit="req/s",
-            target=0.5,
+            target=request_logging.READ_TARGET,
         )
         if fig1.verdict == "MISS":
             profile_miss(fig1, small, baseline, detail_path, settings, workdir)
@@ -678,14 +686,15 @@ def profile_bursts(
 
 
 def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
-    """Figure 3: 64 concurrent POST /image, each waiting 500 ms upstream, finish within 1.3 x 500 ms.
+    """Figure 3: 64 concurrent POST /image, each waiting 500 ms upstream: the wall time, as information
+    (it was to be within 1.3 x 500 ms; on 2 shared cores wall time prices the machine, so figure 3-cpu
+    prices a generation in CPU seconds instead).
 
     The upstream is the project's fake OpenAI server (tests/support/fake_openai.py) spoken to by
     the real openai SDK inside PixyProxy. PIXYPROXY_MAX_CONCURRENT_GENERATIONS is raised to 64 so
     that the figure prices PixyProxy's overhead, not its configured bound on upstream calls.
     """
     title = f"{BURST} concurrent POST /image, upstream {UPSTREAM_DELAY_S * 1000:.0f} ms"
-    target = 1.3
     data_dir = workdir / "data-openai"
     prompt = "a lighthouse in a storm, for the bench"
     body = json.dumps({"prompt": prompt})
@@ -726,10 +735,7 @@ def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
             upstream = fake.stats()
             wall_s = statistics.median(b["wall_s"] for b in bursts)
             ratio = wall_s / UPSTREAM_DELAY_S
-            profile = None
-            if ratio > target:
-                log("3-generate missed its target: profiling pixyproxy-openai over 4 more bursts")
-                profile = profile_bursts(pixy, url, body, workdir)
+            profile = None  # info only now: 3-cpu profiles a generation when it misses
             rss = pixy.peak_rss_bytes()
     direct_s = statistics.median(b["wall_s"] for b in direct)
     clean = (
@@ -743,10 +749,11 @@ def generate_burst_figure(settings: Settings, workdir: Path) -> Figure:
         f"{wall_s * 1000:,.0f} ms wall",
         f"{direct_s * 1000:,.0f} ms direct",
         ratio,
-        f"<= {target} (x 500 ms)",
-        "PASS" if ratio <= target and clean else "MISS",
+        "report only",  # wall time on a shared machine: figure 3-cpu prices a generation instead
+        "info" if clean else "MISS",
         note=(
-            f"the same burst straight at the upstream takes {direct_s * 1000:,.0f} ms"
+            "wall time, info only (3-cpu is the target); the same burst straight at the upstream takes"
+            f" {direct_s * 1000:,.0f} ms"
             f" ({direct_s / UPSTREAM_DELAY_S:.2f} x 500 ms) on this machine; PixyProxy adds"
             f" {(wall_s - direct_s) * 1000:,.0f} ms; upstream peak in flight {upstream['max_in_flight']}"
             + ("" if clean else "; some requests did not answer 201/200: see details")
@@ -1154,8 +1161,12 @@ def delete_latency_figure(settings: Settings, workdir: Path) -> tuple[Figure, in
 # --- figure 5 and the report ------------------------------------------------------------------------------
 
 
+RSS_TARGET_MIB = 150
+
+
 def rss_figure(rss: dict[str, int | None]) -> Figure:
-    """Figure 5: the peak RSS of PixyProxy's worker beside the baseline's; no target was set."""
+    """Figure 5: the highest peak RSS of the PixyProxy workers the run started, at most 150 MiB;
+    the ratio is to the bare FastAPI baseline's, when figures 1 and 2 ran."""
     pixy = [value for name, value in rss.items() if name.startswith("pixyproxy") and value]
     base = rss.get("baseline")
     peak = max(pixy) if pixy else None
@@ -1166,8 +1177,8 @@ def rss_figure(rss: dict[str, int | None]) -> Figure:
         measured,
         f"{base / MIB:,.0f} MiB" if base else "n/a",
         peak / base if peak and base else None,
-        "report only",
-        "info",
+        f"<= {RSS_TARGET_MIB} MiB",
+        "n/a" if peak is None else "PASS" if peak <= RSS_TARGET_MIB * MIB else "MISS",
         note=", ".join(f"{k} {v / MIB:,.0f} MiB" for k, v in rss.items() if v),
         details={"peak_rss_bytes": rss},
     )
@@ -1231,13 +1242,22 @@ def main() -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pixyproxy-bench-"))
     log(f"load generator: {drive.load_tool()}; work dir {workdir}; {public_settings(settings)}")
+    refused = [key for key in NEEDS_WRK if settings.wanted(key) and key in settings.refused]
+    if refused:
+        log(f"wrk is missing: {', '.join(refused)} will not run; install it with `{HOW_TO_INSTALL_WRK}`")
     seeded = seed_image(workdir)
     figures: list[Figure] = []
     rss: dict[str, int | None] = {}
-    if settings.selected("1-sqlite", "2-content"):
+    if settings.selected("1-sqlite", "1-info-vs-warning", "2-content"):
         figures, rss = embedded_figures(settings, workdir, seeded)
+    if settings.selected("2-offload"):
+        from bench import offload  # here: it imports this module's helpers
+
+        offloaded = offload.offload_figure(settings, workdir, seeded)
+        figures.append(offloaded)
+        rss["pixyproxy-offload"] = offloaded.details.get("peak_rss_bytes")
     more: list[Figure] = []
-    if settings.selected("1-mariadb", "4", "8"):
+    if settings.selected(*(key for key, _, _ in MYSQL_KEYS)):
         more, more_rss = mysql_figures(settings, workdir, seeded)
         rss.update(more_rss)
     figures[1:1] = [f for f in more if f.key == "1-mariadb"]  # beside figure 1 on SQLite
@@ -1245,7 +1265,17 @@ def main() -> int:
         fig3 = generate_burst_figure(settings, workdir)
         figures.append(fig3)
         rss["pixyproxy-openai"] = fig3.details.get("peak_rss_bytes")
+    from bench import generation  # here: it imports this module's helpers
+
+    if settings.selected("3-cpu"):
+        cpu, cpu_rss = generation.generate_cpu_figure(settings, workdir)
+        figures.append(cpu)
+        rss.update(cpu_rss)
     figures.extend(f for f in more if f.key != "1-mariadb")
+    if settings.selected("4-generate-p50"):
+        latency, latency_rss = generation.generate_latency_figure(settings, workdir)
+        figures.append(latency)
+        rss.update(latency_rss)
     later: list[Figure] = []
     if settings.selected("6-accept"):
         accept, rss["pixyproxy-accept"] = accept_latency_figure(settings, workdir)
@@ -1259,13 +1289,18 @@ def main() -> int:
     if settings.selected("5-rss"):
         figures.append(rss_figure(rss))
     figures = [f for f in figures + later if settings.selected(f.key)]
+    figures.extend(
+        Figure(key, "measured with wrk only", f"n/a (needs wrk: {HOW_TO_INSTALL_WRK})", "", None, "", "n/a")
+        for key in refused
+    )
     elapsed = time.monotonic() - started
     report = table(figures)
     print(report)
-    if drive.load_tool() == "httpx":
+    if refused:
         print(
-            "\ncaveat: the httpx load generator tops out near a few hundred req/s on this kind of machine,"
-            " below both servers, which pulls throughput ratios towards 1: install wrk for meaningful ratios."
+            f"\nwrk is not installed: {', '.join(refused)} not measured. Their throughput (and the p50 of a"
+            " steady load) from the httpx fallback would pull every ratio towards 1, so none is printed."
+            f" Install wrk (`{HOW_TO_INSTALL_WRK}`, as root) and run `make bench` again."
         )
     profiles = profiles_text(figures)
     if profiles:
@@ -1285,7 +1320,7 @@ def main() -> int:
         )
     )
     shutil.rmtree(workdir / "data", ignore_errors=True)
-    return 0
+    return 1 if refused else 0  # figures were asked for and not measured
 
 
 if __name__ == "__main__":
