@@ -20,15 +20,22 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from bench import drive
+from bench.figures import (
+    Comparison,
+    Figure,
+    Settings,
+    latency_figure,
+    log,
+    pixyproxy_env,
+    profile_during,
+    steady,
+)
 from bench.servers import PIXYPROXY_APP, Server, running
-
-if TYPE_CHECKING:
-    from bench.run import Figure, Settings
 
 MIB = 1024 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -97,7 +104,6 @@ def cpu_per_request(server: Server, *, count: int, concurrency: int) -> dict[str
 
 def generate_cpu_figure(settings: Settings, workdir: Path) -> tuple[Figure, dict[str, int | None]]:
     """Figure 3-cpu: PixyProxy's CPU per POST /image (OpenAI adapter, 1 MiB image) against bare httpx."""
-    from bench.run import Comparison, Figure, log, pixyproxy_env, profile_during
     from tests.support.fake_openai import running_fake_openai
 
     key = "3-cpu"
@@ -216,8 +222,6 @@ def _two_servers(workdir: Path, env_of: Any) -> Iterator[tuple[Server, Server]]:
 
 def generate_latency_figure(settings: Settings, workdir: Path) -> tuple[Figure, dict[str, int | None]]:
     """Figure 4-generate-p50: sync POST /image p50 through a job, against the direct pre-jobs path."""
-    from bench.run import Comparison, latency_figure, log, pixyproxy_env, profile_during, steady
-
     key = "4-generate-p50"
     title = "POST /image (sync, procedural) p50, job path vs direct"
     dirs = {side: workdir / f"data-generate-{side}" for side in ("job", "direct")}

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from bench import drive
-from bench.run import Figure, Seeded, Settings, compare, log, pixyproxy_env, profile_during, ratio_figure
+from bench.figures import Figure, Seeded, Settings, compare, log, pixyproxy_env, profile_during, ratio_figure
 from bench.servers import PIXYPROXY_APP, running
 from tests.support.nginx import HOW_TO_INSTALL, nginx_binary, readme_server_block, running_nginx
 from tests.support.real_parts import free_port

@@ -11,12 +11,21 @@ figures come from measurements a few seconds apart.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bench.figures import (
+    Comparison,
+    Figure,
+    Seeded,
+    Settings,
+    check_same_answers,
+    log,
+    pixyproxy_env,
+    profile_miss,
+    ratio_figure,
+    steady,
+)
 from bench.servers import Server, running
-
-if TYPE_CHECKING:
-    from bench.run import Figure, Seeded, Settings
 
 SERVED_APP = "pixyproxy.entrypoints.http.app:create_served_app"
 READ_TARGET = 0.8  # PixyProxy at INFO against bare FastAPI
@@ -40,16 +49,6 @@ def sqlite_figures(
     settings: Settings, workdir: Path, seeded: Seeded, *, baseline: Server
 ) -> tuple[list[Figure], dict[str, int | None]]:
     """Figures 1-sqlite (INFO vs bare FastAPI) and 1-info-vs-warning, from one set of rounds."""
-    from bench.run import (
-        Comparison,
-        check_same_answers,
-        log,
-        pixyproxy_env,
-        profile_miss,
-        ratio_figure,
-        steady,
-    )
-
     env = pixyproxy_env(seeded.data_dir)
     path = f"/image/{seeded.guid}"
     figures: list[Figure] = []
