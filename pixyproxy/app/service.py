@@ -35,6 +35,7 @@ from pixyproxy.domain.models import (
     ImageContent,
     ImageDetail,
     ImageFilter,
+    ImageRecord,
     NewImage,
     PageKey,
     filename_for,
@@ -110,10 +111,16 @@ class ImageService:
     async def get_detail(self, guid: str | UUID, *, visible_to: str | None = None) -> ImageDetail:
         """The detail of one image. Raises ImageNotFoundError, also when `visible_to` names an owner
         and the image is another's: the same answer, after the same lookup, as an unknown GUID."""
+        return ImageDetail.from_record(await self.get_record(guid, visible_to=visible_to))
+
+    async def get_record(self, guid: str | UUID, *, visible_to: str | None = None) -> ImageRecord:
+        """The record behind `get_detail`, under the same rule (ImageNotFoundError for another
+        owner's image when `visible_to` is given), for a caller that shapes the detail itself. A
+        cached repository hands out the same record object while it trusts it."""
         record = await self._repository.get(parse_guid(guid))
         if visible_to is not None and record.owner != visible_to:
             raise ImageNotFoundError(record.guid)
-        return ImageDetail.from_record(record)
+        return record
 
     async def list_details(
         self,

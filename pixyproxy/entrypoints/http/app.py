@@ -23,6 +23,7 @@ from pixyproxy.entrypoints.container import (
 )
 from pixyproxy.entrypoints.http import docs, gallery, jobs_routes, openai_routes, ops, routes
 from pixyproxy.entrypoints.http.auth import OPEN_PATHS, OPEN_PREFIXES, ApiKeyMiddleware, reload_api_keys
+from pixyproxy.entrypoints.http.detail_bodies import DetailBodies
 from pixyproxy.entrypoints.http.middleware import RequestContextMiddleware
 from pixyproxy.entrypoints.http.openai_errors import OPENAI_ERROR_DESCRIPTIONS
 from pixyproxy.entrypoints.http.problems import (
@@ -33,6 +34,7 @@ from pixyproxy.entrypoints.http.problems import (
     leaf_routes,
 )
 from pixyproxy.entrypoints.http.quota_headers import QuotaMiddleware
+from pixyproxy.entrypoints.http.reused import Reused
 from pixyproxy.entrypoints.job_runner import jobs_running
 from pixyproxy.entrypoints.logging_setup import configure_logging
 
@@ -96,6 +98,11 @@ def create_app(container: Container | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.container = container
+    app.state.detail_bodies = DetailBodies()  # GET /image/{guid}'s JSON, made once per record
+    # The hot reads' ImageService, made again only when a collaborator is another object (overrides).
+    app.state.image_service = Reused(
+        container.image_service, container.repository, container.blob_store, container.generator
+    )
     container.wire(modules=[routes, jobs_routes, ops, openai_routes])
     app.include_router(routes.router)
     app.include_router(jobs_routes.router)
