@@ -6,6 +6,7 @@ import asyncio
 import os
 import stat
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +45,23 @@ class LocalDiskBlobStore:
             raise BlobNotFoundError(key) from None
         except OSError as err:
             raise BlobStoreUnavailableError(f"cannot read {key!r}: {err.strerror}") from err
+
+    async def read_chunks(self, key: str, *, chunk_bytes: int) -> AsyncIterator[bytes]:
+        """Read the file a piece at a time, each piece in a worker thread."""
+        path = self._path(key)
+        try:
+            file = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+        except OSError as err:
+            raise BlobStoreUnavailableError(f"cannot read {key!r}: {err.strerror}") from err
+        try:
+            while piece := await asyncio.to_thread(file.read, chunk_bytes):
+                yield piece
+        except OSError as err:
+            raise BlobStoreUnavailableError(f"cannot read {key!r}: {err.strerror}") from err
+        finally:
+            file.close()
 
     async def delete(self, key: str) -> None:
         """Remove the file if it is there."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from uuid import UUID
 
@@ -100,6 +101,12 @@ class InMemoryBlobStore:
             return self.blobs[validate_blob_key(key)][0]
         except KeyError:
             raise BlobNotFoundError(key) from None
+
+    async def read_chunks(self, key: str, *, chunk_bytes: int) -> AsyncIterator[bytes]:
+        """The held bytes in slices."""
+        data = await self.get(key)
+        for start in range(0, len(data), chunk_bytes):
+            yield data[start : start + chunk_bytes]
 
     async def delete(self, key: str) -> None:
         """Forget the key."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -45,6 +45,9 @@ from pixyproxy.domain.models import (
 from pixyproxy.ports import BlobStore, ImageGenerator, ImageRepository
 
 log = logging.getLogger(__name__)
+
+# A download holds one piece of this size at a time (plus the server's write buffer), not the image.
+CONTENT_CHUNK_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,14 @@ class ImageService:
         detail = await self._detail_of(image)
         data = await self._blob_store.get(detail.filename)
         return ImageContent(data=data, content_type=detail.content_type, sha256=detail.sha256)
+
+    async def content_chunks(
+        self, image: ImageDetail | str | UUID, *, chunk_bytes: int = CONTENT_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """An image's bytes a piece at a time, for a download that holds one piece, not the image.
+        Raises ImageNotFoundError; BlobNotFoundError when the first piece is asked for."""
+        detail = await self._detail_of(image)
+        return self._blob_store.read_chunks(detail.filename, chunk_bytes=chunk_bytes)
 
     async def locate_content(self, image: ImageDetail | str | UUID) -> str | None:
         """A presigned URL for an image's bytes, when presigning is on and the store offers one."""

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
@@ -317,6 +317,10 @@ class MeteredBlobStore:
     async def get(self, key: str) -> bytes:
         """Pass through."""
         return await self._inner.get(key)
+
+    def read_chunks(self, key: str, *, chunk_bytes: int) -> AsyncIterator[bytes]:
+        """Pass through."""
+        return self._inner.read_chunks(key, chunk_bytes=chunk_bytes)
 
     async def delete(self, key: str) -> None:
         """Pass through."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from pixyproxy.domain.models import BlobInfo
@@ -21,6 +22,11 @@ class BlobStore(Protocol):
 
     async def get(self, key: str) -> bytes:
         """The bytes under `key`. Raises BlobNotFoundError."""
+        ...
+
+    def read_chunks(self, key: str, *, chunk_bytes: int) -> AsyncIterator[bytes]:
+        """The bytes under `key` as pieces of at most `chunk_bytes`, read as they are asked for, so a
+        download holds one piece at a time. Raises BlobNotFoundError when the first piece is asked for."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -33,6 +33,24 @@ async def test_put_then_get_is_byte_exact(blob_store: BlobStore) -> None:
     assert await blob_store.exists("a.png")
 
 
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 5 * 1000 + 3])
+async def test_read_chunks_gives_the_bytes_in_pieces_of_at_most_the_size_asked(
+    blob_store: BlobStore, size: int
+) -> None:
+    data = bytes(i % 251 for i in range(size))
+    await blob_store.put("chunked.png", data, content_type="image/png")
+    pieces = [piece async for piece in blob_store.read_chunks("chunked.png", chunk_bytes=1000)]
+    assert b"".join(pieces) == data
+    assert all(0 < len(piece) <= 1000 for piece in pieces)
+    assert len(pieces) == -(-size // 1000)  # no empty piece, none short but the last
+
+
+async def test_read_chunks_of_a_missing_key_is_not_found_before_any_piece(blob_store: BlobStore) -> None:
+    chunks = blob_store.read_chunks("absent.png", chunk_bytes=1000)
+    with pytest.raises(BlobNotFoundError):
+        await anext(chunks)
+
+
 async def test_put_overwrites_what_was_there(blob_store: BlobStore) -> None:
     await blob_store.put("a.png", b"first", content_type="image/png")
     await blob_store.put("a.png", b"second", content_type="image/png")

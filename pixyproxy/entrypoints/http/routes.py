@@ -6,12 +6,13 @@ No `from __future__ import annotations` here: dependency-injector reads the real
 import contextlib
 import email.message
 import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixyproxy.app.jobs import JobService, JobView
@@ -357,8 +358,18 @@ async def get_image_content(
         # nginx in front sends the file itself (sendfile), keeping these headers; the body stays empty.
         headers["X-Accel-Redirect"] = config.http.content_offload_prefix + quote(file_path)
         return Response(headers=headers, media_type=detail.content_type)
-    content = await service.open_content(detail)
-    return Response(content.data, headers=headers, media_type=content.content_type)
+    # A piece at a time: 32 downloads of a 1 MiB image at once held 32 MiB read whole (make bench 5-rss).
+    chunks = await service.content_chunks(detail)
+    first = await anext(chunks, b"")  # the bytes being gone is a 404 problem, before anything is sent
+    headers["Content-Length"] = str(detail.size_bytes)
+    return StreamingResponse(_then(first, chunks), headers=headers, media_type=detail.content_type)
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for piece in rest:
+        yield piece
 
 
 @router.get(
