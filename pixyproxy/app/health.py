@@ -11,6 +11,8 @@ from pixyproxy.domain.exceptions import ImageGenerationException
 from pixyproxy.ports import BlobStore, ImageRepository, JobQueue
 from pixyproxy.ports.quota import QuotaGate
 
+Ping = Callable[[], Awaitable[None]]
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -37,20 +39,25 @@ class ReadinessChecker:
         quotas: Sequence[QuotaGate] = (),
         timeout_s: float = 3.0,
     ) -> None:
-        self._checks = {"repository": repository.ping, "blob_store": blob_store.ping}
+        # Each check's ping, and for one the worker can serve without, what its failure means.
+        self._checks: dict[str, tuple[Ping, str | None]] = {
+            "repository": (repository.ping, None),
+            "blob_store": (blob_store.ping, None),
+        }
         if job_queue is not None and not job_queue.in_process:
-            self._checks["job_queue"] = job_queue.ping
+            self._checks["job_queue"] = (job_queue.ping, None)
         # The quotas share one storage: one ping says for all of them.
-        self._quota = next((quota for quota in quotas if quota.configured), None)
-        if self._quota is not None:
-            self._checks["quota_storage"] = self._quota.ping
+        quota = next((quota for quota in quotas if quota.configured), None)
+        if quota is not None:
+            unenforced = "quotas are not enforced until it answers (PIXYPROXY_RATE_LIMIT_ON_ERROR=allow)"
+            self._checks["quota_storage"] = (quota.ping, unenforced if quota.fails_open else None)
         self._timeout_s = timeout_s
 
     async def check(self) -> list[CheckResult]:
         """Every check's result; a check that raises or overruns is not ok."""
-        return list(await asyncio.gather(*(self._run(n, ping) for n, ping in self._checks.items())))
+        return list(await asyncio.gather(*(self._run(name, *check) for name, check in self._checks.items())))
 
-    async def _run(self, name: str, ping: Callable[[], Awaitable[None]]) -> CheckResult:
+    async def _run(self, name: str, ping: Ping, degraded_note: str | None) -> CheckResult:
         started = time.perf_counter()
         try:
             await asyncio.wait_for(ping(), self._timeout_s)
@@ -59,7 +66,7 @@ class ReadinessChecker:
             ok, detail = False, f"no answer within {self._timeout_s:g}s"
         except ImageGenerationException as err:
             ok, detail = False, type(err).__name__
-        degraded = not ok and name == "quota_storage" and self._quota is not None and self._quota.fails_open
+        degraded = not ok and degraded_note is not None
         if degraded:
-            detail += "; quotas are not enforced until it answers (PIXYPROXY_RATE_LIMIT_ON_ERROR=allow)"
+            detail += f"; {degraded_note}"
         return CheckResult(name, ok, detail, round((time.perf_counter() - started) * 1000, 1), degraded)
