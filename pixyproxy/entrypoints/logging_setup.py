@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import json
 import logging
+import os
 import re
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from types import CodeType, FrameType
 from typing import Any, TextIO
 
 NO_REQUEST = "-"
@@ -31,9 +35,12 @@ _HOST = socket.gethostname().split(".")[0] or "pixyproxy"
 
 
 class _IdClock(threading.local):
-    """Per thread: the last id's base and its repeat counter, and the current second's id prefix."""
+    """Per thread: its OS thread id, the last id's base and its repeat counter, and the current
+    second's id prefix."""
 
     def __init__(self) -> None:
+        # threading.get_native_id() is a system call (gettid) each time; a thread keeps its id.
+        self.native_id = threading.get_native_id()
         self.second = -1
         self.prefix = ""
         self.last_base = ""
@@ -41,6 +48,20 @@ class _IdClock(threading.local):
 
 
 _id_clock = _IdClock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child's one thread is a new OS thread: forget what the parent's threads held."""
+    global _id_clock
+    _id_clock = _IdClock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def native_thread_id() -> int:
+    """threading.get_native_id(), without its system call after a thread's first."""
+    return _id_clock.native_id
 
 
 def new_request_id() -> str:
@@ -58,7 +79,7 @@ def new_request_id() -> str:
     if second != clock.second:
         clock.second = second
         clock.prefix = f"{_HOST}-{time.strftime('%Y%m%d%H%M%S', time.localtime(second))}"
-    base = f"{clock.prefix}{micros:06d}-{threading.get_native_id()}"
+    base = f"{clock.prefix}{micros:06d}-{clock.native_id}"
     if base != clock.last_base:
         clock.last_base, clock.repeats = base, itertools.count(1)
         return base
@@ -71,7 +92,7 @@ class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Add request_id and thread_id; never drops a record."""
         record.request_id = current_request_id.get()
-        record.thread_id = threading.get_native_id()
+        record.thread_id = _id_clock.native_id
         return True
 
 
@@ -112,9 +133,14 @@ class SeedFormatter(logging.Formatter):
         whole = int(created)  # what the converter (localtime) floors it to
         second, text = self._second
         if whole != second:
-            text = time.strftime(self.default_time_format, self.converter(created))
-            self._second = (whole, text)
+            text = self.second_text(created)
         return self.default_msec_format % (text, msecs) if self.default_msec_format else text
+
+    def second_text(self, created: float) -> str:
+        """The date-time down to the second of `created` (`2026-11-26 07:14:05`), kept for the next call."""
+        text = time.strftime(self.default_time_format, self.converter(created))
+        self._second = (int(created), text)
+        return text
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
         """TEXT_FORMAT's line, with the same conversions (%s, %d) but without the mapping lookups."""
@@ -193,6 +219,7 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # g
         self.buffered = buffered
         self._pending: list[str] = []
         self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop whose callback will write
+        self._flush_thread = 0  # that loop's thread (threading.get_ident), valid while _flush_on is set
         self._last: logging.LogRecord | None = None  # for handleError, should a write fail
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -213,12 +240,17 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # g
         The caller holds the handler lock.
         """
         self._pending.append(text)
-        loop = asyncio._get_running_loop() if defer and self.buffered else None
-        if loop is not None and self._flush_on is None:
-            self._flush_on = loop
-            loop.call_soon(self._flush_turn)
-        elif loop is None or loop is not self._flush_on:
-            self._write_pending()
+        if defer and self.buffered:
+            flush_on = self._flush_on
+            if flush_on is not None and self._flush_thread == threading.get_ident() and flush_on.is_running():
+                return  # the loop running on this thread writes it with the rest of this turn's lines
+            # A running loop is one per thread. (On 3.11 this costs a getpid system call: once a turn.)
+            loop = asyncio._get_running_loop()
+            if loop is not None and self._flush_on is None:
+                self._flush_on, self._flush_thread = loop, threading.get_ident()
+                loop.call_soon(self._flush_turn)
+                return
+        self._write_pending()
 
     def _flush_turn(self) -> None:
         self.acquire()
@@ -260,20 +292,6 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # g
 # The handler configure_logging installed last (None before, or once it is no longer the root's).
 _installed: TurnBufferedHandler | None = None
 
-if sys.version_info >= (3, 13):
-
-    def _record_clock() -> tuple[float, float]:
-        """`created` and `msecs` as this Python's LogRecord computes them (from time_ns since 3.13)."""
-        now = time.time_ns()
-        return now / 1e9, (now % 1_000_000_000) // 1_000_000 + 0.0
-
-else:
-
-    def _record_clock() -> tuple[float, float]:
-        """`created` and `msecs` as this Python's LogRecord computes them."""
-        now = time.time()
-        return now, int((now - int(now)) * 1000) + 0.0
-
 
 def _sole_text_handler(logger: logging.Logger, level: int) -> TurnBufferedHandler | None:
     """The one handler a record of `logger` at `level` would reach, when it is ours in the seed's text
@@ -298,40 +316,94 @@ def _sole_text_handler(logger: logging.Logger, level: int) -> TurnBufferedHandle
 
 
 def log_line(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
-    """`logger.log(level, msg, *args)` for a hot path, such as the two lines every request writes.
-
-    When the record would reach only our text handler (`_sole_text_handler`: how `serve` runs), the
-    line is built here with no LogRecord, no findCaller stack walk and no handler chain: the same
-    text the handler's SeedFormatter and RequestContextFilter make of the record (the caller's
-    function and line from its own frame, the request id, the OS thread id, escaped controls), and
-    below WARNING it waits for the end of the loop's turn (TurnBufferedHandler.write). Anywhere else
-    (another handler, the JSON format, a test's caplog) it is `logger.log`, with the caller's frame
-    as its `[function:line]`, written at once.
-    """
+    """`logger.log(level, msg, *args)` for a hot path (`line_writer`'s line, decided for this one line)."""
     if not logger.isEnabledFor(level):
         return
     handler = _sole_text_handler(logger, level)
-    if handler is None or (len(args) == 1 and isinstance(args[0], dict)):  # %(name)s args: the slow path
+    if handler is None or not _write_line(handler, level, sys._getframe(1), msg, args):
         logger.log(level, msg, *args, stacklevel=2)
-        return
-    caller = sys._getframe(1)
-    formatter: SeedFormatter = handler.formatter  # type: ignore[assignment]  # checked by _sole_text_handler
+
+
+LineWriter = Callable[..., None]
+"""A `line_writer`'s result: called as `logger.log` would be, `(msg, *args)`."""
+
+
+def line_writer(logger: logging.Logger, level: int) -> LineWriter | None:
+    """`logger.log` at `level` for a hot path, such as the two lines of every request; None when
+    `logger` is not enabled for `level`. Decided once for the lines that follow: the middleware asks
+    at a request's start, and both its lines use the answer.
+
+    When the record would reach only our text handler (`_sole_text_handler`: how `serve` runs), each
+    line is built with no LogRecord, no findCaller stack walk and no handler chain: the same text the
+    handler's SeedFormatter and RequestContextFilter make of the record (the caller's function and
+    line from its own frame, the request id, the OS thread id, escaped controls), and below WARNING it
+    waits for the end of the loop's turn (TurnBufferedHandler.write). Anywhere else (another handler,
+    the JSON format, a test's caplog) it is `logger.log`, with the caller's frame as its
+    `[function:line]`, written at once. Call the writer directly (a partial adds no Python frame):
+    the caller's frame is the one a line names.
+    """
+    if not logger.isEnabledFor(level):
+        return None
+    handler = _sole_text_handler(logger, level)
+    if handler is None:
+        return functools.partial(_log_from_caller, logger, level)
+    return functools.partial(_write_or_log, handler, logger, level)
+
+
+def _log_from_caller(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+    logger.log(level, msg, *args, stacklevel=2)
+
+
+def _write_or_log(
+    handler: TurnBufferedHandler, logger: logging.Logger, level: int, msg: str, *args: object
+) -> None:
+    if not _write_line(handler, level, sys._getframe(1), msg, args):
+        logger.log(level, msg, *args, stacklevel=2)
+
+
+# Per calling code object (by id, the object itself kept so that its id cannot be reused): its
+# `[function:line]` text by the instruction that called. A frame's f_lineno is a search of its code's
+# line table, which a long function such as the middleware's dispatch pays on every line.
+_call_sites: dict[int, tuple[CodeType, dict[int, str]]] = {}
+# formatTime's milliseconds (`%03d`), looked up rather than formatted.
+_MILLIS = [f"{ms:03d}" for ms in range(1000)]
+
+
+def _write_line(
+    handler: TurnBufferedHandler, level: int, caller: FrameType, msg: str, args: tuple[object, ...]
+) -> bool:
+    """Write the line `handler` would make of `logger.log(level, msg, *args)` called in `caller`;
+    False, having written nothing, when the arguments do not fit the message (logging reports it)."""
+    if len(args) == 1 and isinstance(args[0], dict):  # %(name)s arguments: logging's own path
+        return False
     try:
-        created, msecs = _record_clock()
-        line = "%s %s %s [%d] [%s:%d] %s\n" % (  # noqa: UP031  # TEXT_FORMAT's exact conversions
-            formatter.asctime(created, msecs),
-            logging.getLevelName(level),
-            current_request_id.get(),
-            threading.get_native_id(),
-            caller.f_code.co_name,
-            caller.f_lineno,
-            escape_controls(msg % args if args else msg),
-        )
-    except Exception:  # a message its arguments do not fit: let logging report it as it always has
-        logger.log(level, msg, *args, stacklevel=2)
-        return
+        message = msg % args if args else msg
+        if not message.isprintable():  # escape_controls, with its common case inline
+            message = escape_controls(message)
+    except Exception:  # arguments that do not fit, or a message that is not a string
+        return False
+    code = caller.f_code
+    site = _call_sites.get(id(code))
+    if site is None or site[0] is not code:
+        site = _call_sites[id(code)] = (code, {})
+    where = site[1].get(caller.f_lasti)
+    if where is None:
+        where = site[1][caller.f_lasti] = f"[{code.co_name}:{caller.f_lineno}]"
+    # The date-time as formatTime writes a record's (`%s,%03d`, milliseconds floored), strftime once a second.
+    formatter: SeedFormatter = handler.formatter  # type: ignore[assignment]  # checked by _sole_text_handler
+    now = time.time()
+    whole = int(now)
+    second, stamp = formatter._second
+    if whole != second:
+        stamp = formatter.second_text(now)
+    millis = _MILLIS[int((now - whole) * 1000)]
+    line = (
+        f"{stamp},{millis} {logging.getLevelName(level)} {current_request_id.get()}"
+        f" [{_id_clock.native_id}] {where} {message}\n"
+    )
     with handler.lock or contextlib.nullcontext():  # the lock Handler.handle takes around emit
         handler.write(line, defer=level < logging.WARNING)
+    return True
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", *, stream: TextIO | None = None) -> None:

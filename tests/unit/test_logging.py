@@ -6,13 +6,15 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from pixyproxy.entrypoints.logging_setup import configure_logging, new_request_id
+from pixyproxy.entrypoints.logging_setup import configure_logging, native_thread_id, new_request_id
 
 SEED_LINE = re.compile(
     r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} INFO \S+ \[\d+\] \[\w+:\d+\] REQUEST (START|END)"
@@ -138,3 +140,23 @@ def test_escape_controls_leaves_printable_text_alone() -> None:
 
     assert escape_controls("a fox 🦊 漢字 café\u00a0x") == "a fox 🦊 漢字 café\u00a0x"
     assert escape_controls("a\nb\u2028c") == "a\\nb\\u2028c"
+
+
+def test_each_thread_and_a_forked_child_name_their_own_os_thread_id() -> None:
+    # The id is kept per thread (threading.get_native_id is a system call each time); a child made by
+    # fork is a new OS thread and must not go on naming its parent's.
+    assert native_thread_id() == threading.get_native_id()
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: seen.append(native_thread_id() - threading.get_native_id()))
+    worker.start()
+    worker.join()
+    assert seen == [0]
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  # the child reports, then leaves without running pytest's exit
+        os.write(write, str(native_thread_id() - threading.get_native_id()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as answer:
+        assert answer.read() == "0"

@@ -3,7 +3,6 @@ last-resort catch."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -13,7 +12,7 @@ from pixyproxy.domain.exceptions import RequestTooLargeError
 from pixyproxy.domain.models import ANONYMOUS
 from pixyproxy.entrypoints.http.auth import caller_of
 from pixyproxy.entrypoints.http.problems import exception_to_response
-from pixyproxy.entrypoints.logging_setup import current_request_id, log_line, new_request_id
+from pixyproxy.entrypoints.logging_setup import current_request_id, line_writer, new_request_id
 from pixyproxy.entrypoints.metrics import Metrics
 
 log = logging.getLogger("pixyproxy.request")
@@ -46,7 +45,10 @@ class RequestContextMiddleware:
         method, path = scope["method"], scope["path"]
         client_id, declared = _client_headers(scope)  # one pass: Starlette's Headers cost more here
         client_id = client_id[:MAX_CLIENT_REQUEST_ID]
-        if client_id:  # the formatter escapes whatever controls it carries
+        info = line_writer(log, logging.INFO)  # once a request: None below INFO
+        if info is None:
+            pass
+        elif client_id:  # the formatter escapes whatever controls it carries
             info("REQUEST START %s %s client-request-id=%r", method, path, client_id)
         else:
             info("REQUEST START %s %s", method, path)
@@ -80,7 +82,9 @@ class RequestContextMiddleware:
             elapsed_s = time.perf_counter() - started
             owner = caller_of(scope).name  # the key's name, never the key
             elapsed_ms = elapsed_s * 1000
-            if owner == ANONYMOUS:  # no keys configured: the seed's line exactly
+            if info is None:
+                pass
+            elif owner == ANONYMOUS:  # no keys configured: the seed's line exactly
                 info("REQUEST END %s %s %d %.1fms", method, path, status, elapsed_ms)
             else:
                 info("REQUEST END %s %s %d %.1fms owner=%s", method, path, status, elapsed_ms, owner)
@@ -115,8 +119,3 @@ def _client_headers(scope: Scope) -> tuple[str, str | None]:
         elif name == b"content-length" and declared is None:
             declared = value.decode("latin-1")
     return client_id or "", declared
-
-
-# log.info for the START/END lines, cheaper (logging_setup.log_line). A partial adds no Python frame,
-# so each line still names `dispatch` and the line of its call, as log.info did: [dispatch:52].
-info = functools.partial(log_line, log, logging.INFO)
