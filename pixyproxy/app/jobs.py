@@ -105,6 +105,14 @@ class JobPage:
 
 
 @dataclass(frozen=True)
+class _Ran:
+    """A job as the attempt that ran it finished it, with the image it made (None: made earlier, or none)."""
+
+    job: Job
+    image: ImageDetail | None = None
+
+
+@dataclass(frozen=True)
 class JobTiming:
     """How long jobs lease, retry, wait and are kept."""
 
@@ -226,12 +234,14 @@ class JobService:
         if inline and job.status == JobStatus.QUEUED:
             # No broker: run it here, in this request, exactly as a worker would.
             try:
-                await self.run_job(job.id)
+                ran = await self._run(job.id)
             except BaseException:
                 # This request answers with the error (503, say); its job must not then run in the
                 # background and make an image the client was told was not made.
                 await asyncio.shield(self._cancel_quietly(job.id))
                 raise
+            if ran is not None:  # finished by this request: its outcome is known, no need to read it back
+                return await self.outcome(ran.job, image=ran.image)
         return await self.outcome(await self.wait(job.id, timeout_s=self._timing.sync_wait_s))
 
     async def generate_many(
@@ -336,10 +346,13 @@ class JobService:
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.5)
 
-    async def outcome(self, job: Job) -> ImageDetail:
+    async def outcome(self, job: Job, *, image: ImageDetail | None = None) -> ImageDetail:
         """The image of a succeeded job; a failed or canceled one raises, an unfinished one times out.
-        A succeeded job whose image was deleted since raises ImageDeletedError."""
+        A succeeded job whose image was deleted since raises ImageDeletedError. `image`: the job's
+        image as its run just made it, which then need not be read."""
         if job.status == JobStatus.SUCCEEDED and job.image_guid is not None:
+            if image is not None and image.guid == job.image_guid:
+                return image
             try:
                 return await self._images.get_detail(job.image_guid)
             except ImageNotFoundError:
@@ -421,15 +434,20 @@ class JobService:
         A job another worker holds (live lease) or that is finished is left alone: the message was a
         duplicate. A job whose workers died as often as it may be attempted is marked failed.
         """
+        await self._run(job_id)
+
+    async def _run(self, job_id: UUID) -> _Ran | None:
+        """run_job's work; the job as this attempt finished it, or None when it did not (not claimed,
+        lost to another attempt, or this process stopping)."""
         now = self._clock()
         job = await self._jobs.claim(
             job_id, now=now, lease_until=now + self._timing.lease, max_attempts=self._timing.max_attempts
         )
         if job is None:
             await self._settle_unclaimable(job_id, now)
-            return
+            return None
         await self._tell("started", job)
-        await self._execute(job)
+        return await self._execute(job)
 
     async def _settle_unclaimable(self, job_id: UUID, now: datetime) -> None:
         try:
@@ -446,16 +464,14 @@ class JobService:
                 abandoned = {"status": JobStatus.FAILED, "finished_at": now, "error": ABANDONED}
                 await self._tell("finished", job.model_copy(update=abandoned))
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, job: Job) -> _Ran | None:
         if job.cancel_requested:
             # Canceled while an earlier attempt ran, which then died: it ends canceled, not run again.
-            await self._finish(job, JobStatus.CANCELED)
-            return
+            return await self._finish(job, JobStatus.CANCELED)
         if job.attempts > 1 and await self._image_exists(job.id):
             # An earlier attempt made the image and died before it could say so.
             log.info("job %s: attempt %d found the image an earlier attempt made", job.id, job.attempts)
-            await self._succeed(job)
-            return
+            return await self._succeed(job)
         request = GenerateImageRequest(prompt=job.prompt, size=job.size)  # checked at accept
         # The image's GUID is the job's id: whichever attempt inserts it first, there is one image.
         work = asyncio.ensure_future(
@@ -464,42 +480,40 @@ class JobService:
         stop_reason: list[str] = []
         keeper = asyncio.ensure_future(self._keep_lease(job, work, stop_reason))
         try:
-            await work
+            image = await work
         except asyncio.CancelledError:
             if not stop_reason or _cancelling():
                 # This process is stopping: hand the job back (lease expired) for another worker now.
                 await asyncio.shield(self._release(job))
                 raise
-            if stop_reason[0] == "canceled":
-                await self._finish(job, JobStatus.CANCELED)
-                log.info("job %s canceled while running; nothing stored", job.id)
-            return
+            if stop_reason[0] != "canceled":
+                return None
+            ran = await self._finish(job, JobStatus.CANCELED)
+            log.info("job %s canceled while running; nothing stored", job.id)
+            return ran
         except DuplicateImageError as exc:
             if await self._image_exists(job.id):
                 # Another attempt (ours lost its lease while it worked) made the job's image first.
-                await self._succeed(job)
-            else:
-                await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
-            return
+                return await self._succeed(job)
+            return await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
         except ImageGenerationException as exc:
-            await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
-            return
+            return await self._finish(job, JobStatus.FAILED, error=_error_of(exc))
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
-            await self._finish(job, JobStatus.FAILED, error=UNEXPECTED)
-            return
+            return await self._finish(job, JobStatus.FAILED, error=UNEXPECTED)
         finally:
             keeper.cancel()
-        await self._succeed(job)
+        return await self._succeed(job, image)
 
-    async def _succeed(self, job: Job) -> None:
-        """Record the job's image (its GUID is the job's id); after a retried job, sweep up the bytes
-        its dead attempts may have left."""
-        await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
+    async def _succeed(self, job: Job, image: ImageDetail | None = None) -> _Ran | None:
+        """Record the job's image (its GUID is the job's id; `image`, when this attempt made it); after
+        a retried job, sweep up the bytes its dead attempts may have left."""
+        ran = await self._finish(job, JobStatus.SUCCEEDED, image_guid=job.id)
         if job.attempts > 1:
             await self._images.forget_other_attempts(
-                await self._images.get_detail(job.id), attempts=job.attempts
+                image or await self._images.get_detail(job.id), attempts=job.attempts
             )
+        return None if ran is None else _Ran(ran.job, image)
 
     async def _image_exists(self, guid: UUID) -> bool:
         try:
@@ -510,9 +524,10 @@ class JobService:
 
     async def _finish(
         self, job: Job, status: JobStatus, *, image_guid: UUID | None = None, error: JobError | None = None
-    ) -> bool:
-        """Record the outcome if this attempt still holds the job. A database blip is retried: the
-        outcome (an image made, above all) must not be lost for a dropped connection."""
+    ) -> _Ran | None:
+        """Record the outcome if this attempt still holds the job: the job as finished, or None when
+        another attempt holds it now. A database blip is retried: the outcome (an image made, above
+        all) must not be lost for a dropped connection."""
         now = self._clock()
         for delay in FINISH_RETRY_DELAYS_S:
             try:
@@ -527,14 +542,15 @@ class JobService:
                 await asyncio.sleep(delay)
         if finished:
             done = {"status": status, "finished_at": now, "image_guid": image_guid, "error": error}
-            await self._tell("finished", job.model_copy(update=done))
-            return True
+            finished_job = job.model_copy(update=done)
+            await self._tell("finished", finished_job)
+            return _Ran(finished_job)
         current = await self._jobs.get(job.id)
         if current.status == status and current.image_guid == image_guid:
-            return True  # a retry of a finish that had committed: it is done
+            return _Ran(current)  # a retry of a finish that had committed: it is done
         # Another attempt holds the job now (our lease ran out): it will find the same image.
         log.warning("job %s: attempt %d no longer holds it (%s)", job.id, job.attempts, current.status)
-        return False
+        return None
 
     async def _tell(self, event: str, job: Job) -> None:
         listeners: tuple[JobEvents, ...] = (self._events, self._webhooks)

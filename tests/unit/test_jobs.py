@@ -91,6 +91,24 @@ async def test_a_synchronous_generation_is_a_job_that_succeeded(service, jobs, i
     assert set(blobs.blobs) == {detail.filename}
 
 
+async def test_a_synchronous_generation_run_in_the_request_reads_nothing_back(
+    jobs, queue, images, blobs, generator, mocker
+) -> None:
+    # Its run knows the job's outcome and the image it made: reading either back would cost two more
+    # database round trips per request for nothing (make bench figure 4-generate-p50).
+    service = make_service(jobs, queue, images, blobs, generator)
+    job_reads = mocker.spy(jobs, "get")
+    image_reads = mocker.spy(images, "get")
+    detail = await service.generate_now({"prompt": "a fox"})
+    assert job_reads.call_count == 0
+    assert image_reads.call_count == 0
+    assert detail == await ImageService(repository=images, generator=generator, blob_store=blobs).get_detail(
+        detail.guid
+    )
+    [job] = jobs.jobs.values()
+    assert (job.status, job.image_guid) == (JobStatus.SUCCEEDED, detail.guid)
+
+
 async def test_a_failed_synchronous_generation_raises_the_generators_error_kind(
     service, jobs, blobs, generator
 ) -> None:
