@@ -33,7 +33,7 @@ class InMemoryJobRepository:
             for held in self.jobs.values():
                 if held.idempotency_key == job.idempotency_key:
                     return held, False
-        stored = Job(**job.model_dump(), status=JobStatus.QUEUED)
+        stored = job.as_added()
         self.jobs[job.id] = stored
         return stored, True
 

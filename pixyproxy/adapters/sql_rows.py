@@ -92,6 +92,11 @@ class RowMapping:
             "idem_key": job.idempotency_key,
             "request_hash": job.request_hash,
             "published": int(job.published),
+            # Leased: recorded as claimed by the request that runs it (NewJob.as_added).
+            "status": (JobStatus.QUEUED if job.lease_until is None else JobStatus.RUNNING).value,
+            "attempts": 0 if job.lease_until is None else 1,
+            "lease_until": None if job.lease_until is None else self.to_db_time(job.lease_until),
+            "started_at": None if job.lease_until is None else self.to_db_time(job.created_at),
             "webhook": job.webhook,
             "webhook_events": json.dumps(list(job.webhook_events_filter), separators=(",", ":")),
             "owner": job.owner,

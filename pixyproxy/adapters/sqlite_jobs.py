@@ -15,9 +15,10 @@ from pixyproxy.domain.models import Job, JobError, JobStatus, NewJob, PageKey
 _SELECT = "SELECT " + JOB_COLUMNS + " FROM jobs"  # noqa: S608  # constants only; values are :named
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC LIMIT :limit"
 _INSERT = (
-    "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published,"  # noqa: S608
-    " webhook, webhook_events, owner) VALUES (:id, :prompt, :size, 'queued', :created_at, :idem_key,"
-    " :request_hash, :published, :webhook, :webhook_events, :owner) RETURNING " + JOB_COLUMNS
+    "INSERT INTO jobs (id, prompt, size, status, attempts, created_at, started_at, lease_until, idem_key,"  # noqa: S608
+    " request_hash, published, webhook, webhook_events, owner) VALUES (:id, :prompt, :size, :status,"
+    " :attempts, :created_at, :started_at, :lease_until, :idem_key, :request_hash, :published, :webhook,"
+    " :webhook_events, :owner) RETURNING " + JOB_COLUMNS
 )
 _FINISHED = "('succeeded', 'failed', 'canceled')"
 _CLAIMABLE = (

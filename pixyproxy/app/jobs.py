@@ -167,7 +167,8 @@ class JobService:
 
         A broker that cannot be reached does not refuse the job: it stays queued, unpublished, and
         the sweep publishes it once the broker is back. `run_here`: the caller runs the job itself
-        (no broker), so it is never published, by this call or by the sweep. `owner` (the caller's key
+        (no broker), so it is never published, by this call or by the sweep, and a new job is recorded
+        already claimed by the caller (running, attempt 1, leased). `owner` (the caller's key
         name) owns the job and its image; idempotency keys are each owner's own. `charge`: spend one
         image of the owner's generation quota first (QuotaExceededError when none is left).
         """
@@ -186,11 +187,13 @@ class JobService:
                 older_than=self._clock() - self._timing.idempotency_retention
             )
         for _ in range(3):
+            now = self._clock()
             new_job = NewJob(
                 id=self._new_id(),
                 prompt=validated.prompt,
                 size=validated.size,
-                created_at=self._clock(),
+                created_at=now,
+                lease_until=now + self._timing.lease if run_here else None,
                 idempotency_key=key,
                 request_hash=request_hash,
                 published=run_here,
@@ -231,14 +234,15 @@ class JobService:
         )
         if on_submit is not None:
             on_submit(job, created)
-        if inline and job.status == JobStatus.QUEUED:
-            # No broker: run it here, in this request, exactly as a worker would.
+        if inline and (created or job.status == JobStatus.QUEUED):
+            # No broker: run it here, in this request, exactly as a worker would. A job this call
+            # created is recorded claimed already; one an earlier request left queued is claimed now.
             try:
-                ran = await self._run(job.id)
+                ran = await (self._run_claimed(job) if created else self._run(job.id))
             except BaseException:
                 # This request answers with the error (503, say); its job must not then run in the
                 # background and make an image the client was told was not made.
-                await asyncio.shield(self._cancel_quietly(job.id))
+                await asyncio.shield(self._cancel_quietly(job.id, ours=job if created else None))
                 raise
             if ran is not None:  # finished by this request: its outcome is known, no need to read it back
                 return await self.outcome(ran.job, image=ran.image)
@@ -420,9 +424,13 @@ class JobService:
         deliveries = await self._webhooks.list_for_job(job.id) if job.webhook else []
         return JobView(job=job, image=image, deliveries=deliveries)
 
-    async def _cancel_quietly(self, job_id: UUID) -> None:
+    async def _cancel_quietly(self, job_id: UUID, *, ours: Job | None = None) -> None:
+        """Cancel the job of a request that stopped. `ours`: the attempt this request recorded and
+        ran (stopped now); nobody else would finish it, so it ends canceled here."""
         try:
-            await self._jobs.cancel(job_id, now=self._clock())
+            job = await self._jobs.cancel(job_id, now=self._clock())
+            if ours is not None and job.status == JobStatus.RUNNING and job.attempts == ours.attempts:
+                await self._finish(ours, JobStatus.CANCELED)
         except ImageGenerationException:
             log.warning("could not cancel job %s whose request was cancelled", job_id)
 
@@ -446,6 +454,9 @@ class JobService:
         if job is None:
             await self._settle_unclaimable(job_id, now)
             return None
+        return await self._run_claimed(job)
+
+    async def _run_claimed(self, job: Job) -> _Ran | None:
         await self._tell("started", job)
         return await self._execute(job)
 

@@ -15,8 +15,9 @@ class JobRepository(Protocol):
     workers are settled here. Every method may raise RepositoryUnavailableError."""
 
     async def add(self, job: NewJob) -> tuple[Job, bool]:
-        """Insert a `queued` job; (the job, True). If its idempotency key is held by another job,
-        nothing is inserted: (that job, False)."""
+        """Insert a `queued` job, or, with a `lease_until`, one already claimed (NewJob.as_added);
+        (the job, True). If its idempotency key is held by another job, nothing is inserted: (that
+        job, False)."""
         ...
 
     async def get(self, job_id: UUID) -> Job:

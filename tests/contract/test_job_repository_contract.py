@@ -274,6 +274,27 @@ async def test_claiming_a_queued_job_runs_it(jobs: JobRepository) -> None:
     assert await jobs.get(job.id) == claim
 
 
+async def test_a_job_added_with_a_lease_is_recorded_claimed_by_its_first_attempt(jobs: JobRepository) -> None:
+    # The request that accepts a job and runs it itself (no broker) records it claimed: no claim's
+    # round trip. It is then held exactly as a claimed job is.
+    job = new_job().model_copy(update={"lease_until": NOW + LEASE, "published": True})
+    stored = await added(jobs, job)
+    assert (stored.status, stored.attempts, stored.lease_until, stored.started_at) == (
+        JobStatus.RUNNING,
+        1,
+        NOW + LEASE,
+        job.created_at,
+    )
+    assert_utc(stored.lease_until, stored.started_at)
+    assert await jobs.get(job.id) == stored == job.as_added()
+    assert await jobs.claim(job.id, now=NOW, lease_until=NOW + LEASE, max_attempts=MAX_ATTEMPTS) is None
+    assert await jobs.list_stale(now=NOW, limit=10) == []
+    later = NOW + LEASE + timedelta(seconds=1)
+    assert await jobs.list_stale(now=later, limit=10) == [job.id]  # its request died: taken again
+    assert await jobs.finish(job.id, attempt=1, status=JobStatus.SUCCEEDED, now=NOW, image_guid=job.id)
+    assert (await jobs.get(job.id)).status == JobStatus.SUCCEEDED
+
+
 async def test_a_live_lease_refuses_a_second_claim(jobs: JobRepository) -> None:
     job = await added(jobs, new_job())
     first = await claimed(jobs, job.id)

@@ -361,19 +361,46 @@ async def test_an_idempotency_key_past_its_retention_is_free_again(
 async def test_a_synchronous_request_that_failed_leaves_no_job_for_the_sweep(
     jobs, queue, images, blobs, generator
 ) -> None:
+    # A request that replays a job an earlier request left queued claims it, and the claim fails.
     class ClaimFails(InMemoryJobRepository):
         async def claim(self, job_id, *, now, lease_until, max_attempts):
             raise RepositoryUnavailableError("connection killed")
 
     failing = ClaimFails()
     service = make_service(failing, queue, images, blobs, generator)
+    await service.submit({"prompt": "answered 503"}, idempotency_key="k1", publish=False)
     with pytest.raises(RepositoryUnavailableError):
-        await service.generate_now({"prompt": "answered 503"})
+        await service.generate_now({"prompt": "answered 503"}, idempotency_key="k1")
     [job] = failing.jobs.values()
     assert job.status == JobStatus.CANCELED
     assert await service.publish_stale() == 0
     assert queue.pending == 0
     assert generator.calls == []
+
+
+async def test_a_synchronous_request_cancelled_mid_run_leaves_no_job_and_no_image(
+    jobs, queue, images, blobs
+) -> None:
+    # Its job was recorded claimed by the request (running, attempt 1): the request's end ends it.
+    slow = InMemoryImageGenerator(delay_s=5)
+    service = make_service(jobs, queue, images, blobs, slow)
+    request = asyncio.ensure_future(service.generate_now({"prompt": "client went away"}))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if slow.calls:
+            break
+    [running] = jobs.jobs.values()
+    assert (running.status, running.attempts, running.published) == (JobStatus.RUNNING, 1, True)
+    assert running.started_at == running.created_at
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    [job] = jobs.jobs.values()
+    assert job.status == JobStatus.CANCELED
+    assert await service.publish_stale() == 0
+    assert queue.pending == 0
+    assert images.records == {}
+    assert blobs.blobs == {}
 
 
 async def test_bytes_left_by_an_attempt_killed_before_its_insert_are_swept_by_the_next(

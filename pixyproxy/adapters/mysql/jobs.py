@@ -23,9 +23,10 @@ from pixyproxy.domain.models import Job, JobError, JobStatus, NewJob, PageKey
 _SELECT = "SELECT " + JOB_COLUMNS + " FROM jobs"  # noqa: S608  # constants only; values are %(named)s
 _BY_ID = _SELECT + " WHERE id = %(id)s"
 _INSERT = (
-    "INSERT INTO jobs (id, prompt, size, status, created_at, idem_key, request_hash, published,"
-    " webhook, webhook_events, owner) VALUES (%(id)s, %(prompt)s, %(size)s, 'queued', %(created_at)s,"
-    " %(idem_key)s, %(request_hash)s, %(published)s, %(webhook)s, %(webhook_events)s, %(owner)s)"
+    "INSERT INTO jobs (id, prompt, size, status, attempts, created_at, started_at, lease_until, idem_key,"
+    " request_hash, published, webhook, webhook_events, owner) VALUES (%(id)s, %(prompt)s, %(size)s,"
+    " %(status)s, %(attempts)s, %(created_at)s, %(started_at)s, %(lease_until)s, %(idem_key)s,"
+    " %(request_hash)s, %(published)s, %(webhook)s, %(webhook_events)s, %(owner)s)"
 )
 # Our own row (a retried INSERT that had committed) or the holder of the key; a NULL key matches none.
 _OURS_OR_HOLDER = _SELECT + " WHERE id = %(id)s OR idem_key = %(idem_key)s"
@@ -90,7 +91,7 @@ class MySqlJobRepository:
                         f"MySQL refused job {job.id} (error {error_number(err)})"
                     ) from err
             else:
-                return Job(**job.model_dump(), status=JobStatus.QUEUED), True
+                return job.as_added(), True
             found = [ROWS.row_to_job(r) for r in await self._db.fetch(_OURS_OR_HOLDER, row)]
             for held in found:
                 if held.id == job.id:
