@@ -201,6 +201,12 @@ def _publish_problem_schema(app: FastAPI) -> None:
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = original()
+            # Listed as declared, not in the order routes are tried (routes.py tries hot reads first).
+            declared = {path: rank for rank, path in enumerate(routes.DOCUMENTED_PATHS)}
+            paths: dict[str, object] = schema.get("paths", {})
+            schema["paths"] = dict(
+                sorted(paths.items(), key=lambda item: declared.get(item[0], len(declared)))
+            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
             app.openapi_schema = schema
