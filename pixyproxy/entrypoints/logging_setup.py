@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from types import CodeType, FrameType
+from types import CodeType
 from typing import Any, TextIO
 
 NO_REQUEST = "-"
@@ -320,8 +320,10 @@ def log_line(logger: logging.Logger, level: int, msg: str, *args: object) -> Non
     if not logger.isEnabledFor(level):
         return
     handler = _sole_text_handler(logger, level)
-    if handler is None or not _write_line(handler, level, sys._getframe(1), msg, args):
+    if handler is None:
         logger.log(level, msg, *args, stacklevel=2)
+    else:
+        _write_or_log(handler, _head(level), logger, level, 2, msg, *args)
 
 
 LineWriter = Callable[..., None]
@@ -330,8 +332,9 @@ LineWriter = Callable[..., None]
 
 def line_writer(logger: logging.Logger, level: int) -> LineWriter | None:
     """`logger.log` at `level` for a hot path, such as the two lines of every request; None when
-    `logger` is not enabled for `level`. Decided once for the lines that follow: the middleware asks
-    at a request's start, and both its lines use the answer.
+    `logger` is not enabled for `level`. Decided once for the lines that follow, in this thread and
+    this request's context (its request id is read now): the middleware asks at a request's start, and
+    both its lines use the answer.
 
     When the record would reach only our text handler (`_sole_text_handler`: how `serve` runs), each
     line is built with no LogRecord, no findCaller stack walk and no handler chain: the same text the
@@ -347,18 +350,16 @@ def line_writer(logger: logging.Logger, level: int) -> LineWriter | None:
     handler = _sole_text_handler(logger, level)
     if handler is None:
         return functools.partial(_log_from_caller, logger, level)
-    return functools.partial(_write_or_log, handler, logger, level)
+    return functools.partial(_write_or_log, handler, _head(level), logger, level, 1)
 
 
 def _log_from_caller(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
     logger.log(level, msg, *args, stacklevel=2)
 
 
-def _write_or_log(
-    handler: TurnBufferedHandler, logger: logging.Logger, level: int, msg: str, *args: object
-) -> None:
-    if not _write_line(handler, level, sys._getframe(1), msg, args):
-        logger.log(level, msg, *args, stacklevel=2)
+def _head(level: int) -> str:
+    """What follows the date-time on a line at `level` written now, up to `[function:line]`."""
+    return f"{logging.getLevelName(level)} {current_request_id.get()} [{_id_clock.native_id}]"
 
 
 # Per calling code object (by id, the object itself kept so that its id cannot be reused): its
@@ -369,19 +370,28 @@ _call_sites: dict[int, tuple[CodeType, dict[int, str]]] = {}
 _MILLIS = [f"{ms:03d}" for ms in range(1000)]
 
 
-def _write_line(
-    handler: TurnBufferedHandler, level: int, caller: FrameType, msg: str, args: tuple[object, ...]
-) -> bool:
-    """Write the line `handler` would make of `logger.log(level, msg, *args)` called in `caller`;
-    False, having written nothing, when the arguments do not fit the message (logging reports it)."""
-    if len(args) == 1 and isinstance(args[0], dict):  # %(name)s arguments: logging's own path
-        return False
+def _write_or_log(
+    handler: TurnBufferedHandler,
+    head: str,
+    logger: logging.Logger,
+    level: int,
+    depth: int,
+    msg: str,
+    *args: object,
+) -> None:
+    """Write the line `handler` would make of `logger.log(level, msg, *args)` called `depth` frames up,
+    `head` (_head) after its date-time; or, when the arguments do not fit the message, hand it to
+    `logger.log`, which reports it as it always has. One Python frame: this is every request's cost."""
     try:
+        if len(args) == 1 and isinstance(args[0], dict):  # %(name)s arguments: logging's own path
+            raise TypeError("mapping arguments")
         message = msg % args if args else msg
         if not message.isprintable():  # escape_controls, with its common case inline
             message = escape_controls(message)
     except Exception:  # arguments that do not fit, or a message that is not a string
-        return False
+        logger.log(level, msg, *args, stacklevel=depth + 1)
+        return
+    caller = sys._getframe(depth)
     code = caller.f_code
     site = _call_sites.get(id(code))
     if site is None or site[0] is not code:
@@ -396,14 +406,9 @@ def _write_line(
     second, stamp = formatter._second
     if whole != second:
         stamp = formatter.second_text(now)
-    millis = _MILLIS[int((now - whole) * 1000)]
-    line = (
-        f"{stamp},{millis} {logging.getLevelName(level)} {current_request_id.get()}"
-        f" [{_id_clock.native_id}] {where} {message}\n"
-    )
+    line = f"{stamp},{_MILLIS[int((now - whole) * 1000)]} {head} {where} {message}\n"
     with handler.lock or contextlib.nullcontext():  # the lock Handler.handle takes around emit
         handler.write(line, defer=level < logging.WARNING)
-    return True
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", *, stream: TextIO | None = None) -> None:
