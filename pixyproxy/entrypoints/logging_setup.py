@@ -366,6 +366,7 @@ def _head(level: int) -> str:
 # `[function:line]` text by the instruction that called. A frame's f_lineno is a search of its code's
 # line table, which a long function such as the middleware's dispatch pays on every line.
 _call_sites: dict[int, tuple[CodeType, dict[int, str]]] = {}
+MAX_CALL_SITES = 256  # code objects kept alive by the cache, at most
 # formatTime's milliseconds (`%03d`), looked up rather than formatted.
 _MILLIS = [f"{ms:03d}" for ms in range(1000)]
 
@@ -395,6 +396,8 @@ def _write_or_log(
     code = caller.f_code
     site = _call_sites.get(id(code))
     if site is None or site[0] is not code:
+        if len(_call_sites) >= MAX_CALL_SITES:  # callers made at run time (lambdas, tests): start again
+            _call_sites.clear()
         site = _call_sites[id(code)] = (code, {})
     where = site[1].get(caller.f_lasti)
     if where is None:

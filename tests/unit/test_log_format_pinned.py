@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -476,3 +477,25 @@ def test_log_line_respects_levels_and_other_handlers(only_our_handler: io.String
             log.removeHandler(caught)
     assert only_our_handler.getvalue().endswith(" seen by both\n")
     assert caught.stream.getvalue() == "seen by both\n"
+
+
+def test_the_call_site_cache_stays_bounded_and_each_line_names_its_own_caller() -> None:
+    from pixyproxy.entrypoints import logging_setup
+
+    log = logging.getLogger("pixyproxy.request")
+
+    def emit(index: int) -> None:
+        log_line(log, logging.INFO, "from %s", index)
+
+    with _served_stderr() as (fake, handler):
+        for index in range(logging_setup.MAX_CALL_SITES + 10):
+            # A new code object each time, as functions made at run time have.
+            code = emit.__code__.replace(co_name=f"caller_{index}")
+            types.FunctionType(code, emit.__globals__, closure=emit.__closure__)(index)
+        handler.flush()
+        assert len(logging_setup._call_sites) <= logging_setup.MAX_CALL_SITES
+        lines = fake.getvalue().splitlines()
+    assert len(lines) == logging_setup.MAX_CALL_SITES + 10
+    call_line = emit.__code__.co_firstlineno + 1
+    for index, line in enumerate(lines):
+        assert line.endswith(f"[caller_{index}:{call_line}] from {index}")
