@@ -97,6 +97,7 @@ class RowMapping:
 
     def job_to_row(self, job: NewJob) -> dict[str, Any]:
         """The SQL parameters of a new job."""
+        status, attempts, started_at = job.added_state()  # leased: claimed by the request that runs it
         return {
             "id": str(job.id),
             "prompt": job.prompt,
@@ -105,11 +106,10 @@ class RowMapping:
             "idem_key": job.idempotency_key,
             "request_hash": job.request_hash,
             "published": int(job.published),
-            # Leased: recorded as claimed by the request that runs it (NewJob.as_added).
-            "status": (JobStatus.QUEUED if job.lease_until is None else JobStatus.RUNNING).value,
-            "attempts": 0 if job.lease_until is None else 1,
+            "status": status.value,
+            "attempts": attempts,
             "lease_until": None if job.lease_until is None else self.to_db_time(job.lease_until),
-            "started_at": None if job.lease_until is None else self.to_db_time(job.created_at),
+            "started_at": None if started_at is None else self.to_db_time(started_at),
             "webhook": job.webhook,
             "webhook_events": _events_text(job.webhook_events_filter),
             "owner": job.owner,

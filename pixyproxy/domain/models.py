@@ -293,12 +293,17 @@ class NewJob(BaseModel):
     def _lease_to_utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else value.astimezone(UTC)
 
-    def as_added(self) -> Job:
-        """The job as JobRepository.add records it: `queued`; or, leased, `running` in its first
-        attempt, started when it was created."""
+    def added_state(self) -> tuple[JobStatus, int, datetime | None]:
+        """Status, attempts and start of the job as JobRepository.add records it: `queued`; or,
+        leased, `running` in its first attempt, started when it was created."""
         if self.lease_until is None:
-            return Job(**self.model_dump(), status=JobStatus.QUEUED)
-        return Job(**self.model_dump(), status=JobStatus.RUNNING, attempts=1, started_at=self.created_at)
+            return JobStatus.QUEUED, 0, None
+        return JobStatus.RUNNING, 1, self.created_at
+
+    def as_added(self) -> Job:
+        """The job as JobRepository.add records it (added_state)."""
+        status, attempts, started_at = self.added_state()
+        return Job(**self.model_dump(), status=status, attempts=attempts, started_at=started_at)
 
 
 class Job(NewJob):
